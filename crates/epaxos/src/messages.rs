@@ -1,0 +1,166 @@
+//! Replica-to-replica messages (epaxos.md §3.1).
+
+use serde::{Deserialize, Serialize};
+use synod_types::{Ballot, Batch, CmdId, Deps, NodeId, Payload, Phase};
+
+/// A message with its destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Destination replica (never the sender: self-delivery is synchronous,
+    /// epaxos.md §1.5).
+    pub to: NodeId,
+    /// The message.
+    pub msg: Message,
+}
+
+/// Every message of epaxos.md §3.1, plus `Learn` (the "learn probe" of
+/// §4.1.7) and `Nack` (informational).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// origin → all: pre-accept `cmd` with the origin's deps `D0`.
+    PreAccept {
+        /// instance
+        id: CmdId,
+        /// the origin's batch
+        cmd: Batch,
+        /// D0
+        dep: Deps,
+    },
+    /// replica → origin: its deps for `id` (ballot implicitly initial).
+    PreAcceptOk {
+        /// instance
+        id: CmdId,
+        /// Dq ⊇ D0
+        dep: Deps,
+    },
+    /// ballot owner → all: phase-2 proposal.
+    Accept {
+        /// ballot
+        ballot: Ballot,
+        /// instance
+        id: CmdId,
+        /// proposed payload
+        payload: Payload,
+        /// proposed deps
+        dep: Deps,
+    },
+    /// replica → ballot owner.
+    AcceptOk {
+        /// ballot
+        ballot: Ballot,
+        /// instance
+        id: CmdId,
+    },
+    /// decider → all: `(payload, dep)` is chosen.
+    Commit {
+        /// ballot at which it was chosen (informational under §3.7.1)
+        ballot: Ballot,
+        /// instance
+        id: CmdId,
+        /// chosen payload
+        payload: Payload,
+        /// chosen deps
+        dep: Deps,
+    },
+    /// recoverer → all: phase-1 prepare at `ballot`.
+    Recover {
+        /// ballot
+        ballot: Ballot,
+        /// instance
+        id: CmdId,
+    },
+    /// replica → recoverer: its state for `id`.
+    RecoverOk {
+        /// ballot
+        ballot: Ballot,
+        /// instance
+        id: CmdId,
+        /// last vote ballot
+        abal: Ballot,
+        /// current payload (⊥ = None)
+        cmd: Option<Payload>,
+        /// current deps
+        dep: Deps,
+        /// D0 as received in PreAccept (or Validate)
+        init_dep: Deps,
+        /// phase
+        phase: Phase,
+    },
+    /// recoverer → members of Q: record `(cmd, dep)` and report conflicts.
+    Validate {
+        /// ballot
+        ballot: Ballot,
+        /// instance
+        id: CmdId,
+        /// the origin's batch
+        cmd: Batch,
+        /// D0
+        dep: Deps,
+    },
+    /// Q member → recoverer: `I_q`.
+    ValidateOk {
+        /// ballot
+        ballot: Ballot,
+        /// instance
+        id: CmdId,
+        /// conflicting ids that could witness no fast commit, with phases
+        conflicts: Vec<(CmdId, Phase)>,
+    },
+    /// recoverer → all: a hint that its recovery of `id` saw `|R_max| = k`.
+    Waiting {
+        /// instance
+        id: CmdId,
+        /// |R_max|
+        k: usize,
+    },
+    /// any → any: "send me the Commit for `id` if you have it".
+    Learn {
+        /// instance
+        id: CmdId,
+    },
+    /// replica → sender of a stale message: its promise for `id` is `bal`.
+    Nack {
+        /// instance
+        id: CmdId,
+        /// the replica's current promise
+        bal: Ballot,
+    },
+}
+
+impl Message {
+    /// The instance this message is about.
+    pub fn id(&self) -> CmdId {
+        match self {
+            Message::PreAccept { id, .. }
+            | Message::PreAcceptOk { id, .. }
+            | Message::Accept { id, .. }
+            | Message::AcceptOk { id, .. }
+            | Message::Commit { id, .. }
+            | Message::Recover { id, .. }
+            | Message::RecoverOk { id, .. }
+            | Message::Validate { id, .. }
+            | Message::ValidateOk { id, .. }
+            | Message::Waiting { id, .. }
+            | Message::Learn { id }
+            | Message::Nack { id, .. } => *id,
+        }
+    }
+
+    /// A short name of the message kind, for traces and scenario files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PreAccept { .. } => "PreAccept",
+            Message::PreAcceptOk { .. } => "PreAcceptOk",
+            Message::Accept { .. } => "Accept",
+            Message::AcceptOk { .. } => "AcceptOk",
+            Message::Commit { .. } => "Commit",
+            Message::Recover { .. } => "Recover",
+            Message::RecoverOk { .. } => "RecoverOk",
+            Message::Validate { .. } => "Validate",
+            Message::ValidateOk { .. } => "ValidateOk",
+            Message::Waiting { .. } => "Waiting",
+            Message::Learn { .. } => "Learn",
+            Message::Nack { .. } => "Nack",
+        }
+    }
+}
