@@ -1,9 +1,14 @@
 //! The EPaxos\* replica.
 
 use crate::messages::{Envelope, Message};
+use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
-use synod_types::{Ballot, Batch, CmdId, Command, Deps, NodeId, Payload, Phase, QuorumConfig};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use synod_executor::Executor;
+use synod_types::{
+    Access, Ballot, Batch, CmdId, Command, Deps, Key, NodeId, Payload, Phase, QuorumConfig,
+};
 
 /// Per-instance durable state (epaxos.md §2.1). Exactly what a `Write`
 /// persists and what a restart reads back.
@@ -189,22 +194,167 @@ pub struct Stats {
     pub dropped: u64,
 }
 
+/// Volatile coordinator state of an own instance at the initial ballot
+/// (epaxos.md §2.3). Lost on restart; losing it costs liveness only.
+#[derive(Debug)]
+struct Coord {
+    /// PreAcceptOk replies, own `D0` included.
+    replies: BTreeMap<NodeId, Deps>,
+    /// Peers PreAccept was sent to (all, or the thrifty set until it widens).
+    asked: BTreeSet<NodeId>,
+    /// Tick at which the instance was submitted (for T_fast).
+    started: u64,
+    /// Last (re)transmission tick.
+    last_send: u64,
+}
+
+/// A phase-2 proposal this replica owns at `ballot` (the origin's slow path
+/// at the initial ballot, or a recoverer's PROPOSE).
+#[derive(Debug)]
+struct Proposal {
+    ballot: Ballot,
+    payload: Payload,
+    dep: Deps,
+    oks: BTreeSet<NodeId>,
+    asked: BTreeSet<NodeId>,
+    last_send: u64,
+}
+
+/// One RecoverOk reply.
+#[derive(Clone, Debug)]
+struct RecoverReply {
+    abal: Ballot,
+    cmd: Option<Payload>,
+    dep: Deps,
+    init_dep: Deps,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// R2: collecting RecoverOk.
+    Collect,
+    /// R4: waiting for ValidateOk from every member of Q.
+    Validating {
+        oks: BTreeMap<NodeId, Vec<(CmdId, Phase)>>,
+    },
+    /// W: waiting for the conflicts in `i` to resolve.
+    Waiting { i: BTreeMap<CmdId, BTreeSet<Phase>> },
+    /// Proposing or done; the `Proposal` map carries phase 2.
+    Finished,
+}
+
+/// Volatile recoverer state for one id (epaxos.md §2.3).
+#[derive(Debug)]
+struct Recovery {
+    ballot: Ballot,
+    stage: Stage,
+    /// Replies in arrival order until Q is fixed.
+    replies: BTreeMap<NodeId, RecoverReply>,
+    /// Q, fixed at R2.
+    q: BTreeSet<NodeId>,
+    /// RecoverOk replies from outside Q that arrived after Q was fixed (W4).
+    late: BTreeMap<NodeId, RecoverReply>,
+    /// `(c, D)` and `k = |R_max|` from R3.5.
+    c: Option<Batch>,
+    d: Deps,
+    k: usize,
+    last_send: u64,
+}
+
+/// Timer state for an id that is not committed locally (epaxos.md §4.1).
+#[derive(Debug)]
+struct Watch {
+    /// Next tick at which to act (learn probe or recovery attempt).
+    next_action: u64,
+    /// A Learn probe was sent since the last recovery attempt.
+    learn_sent: bool,
+    /// Recovery attempts started so far (drives the backoff).
+    attempts: u32,
+    /// Highest ballot seen for the id through Nacks (so the next attempt
+    /// outranks it).
+    seen: Option<Ballot>,
+}
+
 /// One EPaxos\* replica. See the crate docs.
 pub struct Replica {
-    _private: (),
+    me: NodeId,
+    config: QuorumConfig,
+    opts: Options,
+    rng: SplitMix64,
+    /// Logical time in ticks.
+    now: u64,
+    /// Next sequence number for own ids; persisted as `Write::NextSeq`.
+    next_seq: u64,
+    /// Durable per-instance state (mirrors what was written).
+    insts: BTreeMap<CmdId, InstanceRecord>,
+    /// key → ids whose batch is known here and touches the key, with the
+    /// strongest access. Committed Nops are removed (they conflict with
+    /// nothing that matters: Visibility only constrains non-Nop pairs).
+    key_index: HashMap<Key, BTreeMap<CmdId, Access>>,
+    /// Ids whose current `cmd` is Nop but that are not committed: Nop
+    /// conflicts with every payload (epaxos.md §1.3).
+    nop_uncommitted: BTreeSet<CmdId>,
+    executor: Executor,
+    /// Commands waiting for the next batch.
+    batch: Vec<Command>,
+    coords: BTreeMap<CmdId, Coord>,
+    proposals: BTreeMap<CmdId, Proposal>,
+    recoveries: BTreeMap<CmdId, Recovery>,
+    /// Largest `k` received in `Waiting(x, k)` per x (a hint; volatile).
+    waiting_hint: HashMap<CmdId, usize>,
+    watches: BTreeMap<CmdId, Watch>,
+    stats: Stats,
+    /// Output being built by the current step.
+    out: Output,
+    /// Ids whose record changed in the current step.
+    dirty: BTreeSet<CmdId>,
+    /// Set when a Waiting-stage recovery may have become decidable.
+    recheck_waiting: bool,
 }
 
 impl Replica {
     /// A fresh replica `me` of `config`. `me` must be a member.
     pub fn new(me: NodeId, config: QuorumConfig, options: Options) -> Self {
-        let _ = (me, config, options);
-        todo!()
+        assert!(
+            config.contains(me),
+            "replica {me} is not a member of {config:?}"
+        );
+        assert!(
+            options.batch_size_max > 0,
+            "batch_size_max must be positive"
+        );
+        Replica {
+            me,
+            rng: SplitMix64::new(options.seed ^ (u64::from(me) << 48)),
+            config,
+            opts: options,
+            now: 0,
+            next_seq: 0,
+            insts: BTreeMap::new(),
+            key_index: HashMap::new(),
+            nop_uncommitted: BTreeSet::new(),
+            executor: Executor::new(),
+            batch: Vec::new(),
+            coords: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            recoveries: BTreeMap::new(),
+            waiting_hint: HashMap::new(),
+            watches: BTreeMap::new(),
+            stats: Stats::default(),
+            out: Output::default(),
+            dirty: BTreeSet::new(),
+            recheck_waiting: false,
+        }
     }
 
     /// Rebuilds a replica after a crash from its durable state: the last
     /// durable record of every instance, the last durable `NextSeq`, and the
     /// ids already processed by the executor (executed, or skipped Nops) as
     /// persisted atomically with the application state.
+    ///
+    /// Committed instances that were not yet processed are executed again
+    /// from here; their `Execution`s come out of the next call's `Output`.
     pub fn restart(
         me: NodeId,
         config: QuorumConfig,
@@ -213,82 +363,1376 @@ impl Replica {
         next_seq: u64,
         processed: BTreeSet<CmdId>,
     ) -> Self {
-        let _ = (me, config, options, records, next_seq, processed);
-        todo!()
+        let mut r = Replica::new(me, config, options);
+        r.next_seq = next_seq;
+        r.executor = Executor::restore(processed.iter().copied());
+        for (id, rec) in records {
+            if id.origin == me {
+                assert!(
+                    id.seq < next_seq,
+                    "durable record {id:?} at or above the durable next_seq {next_seq}"
+                );
+            }
+            r.index_payload(id, None, &rec);
+            let committed = rec.phase == Phase::Committed;
+            let nop = matches!(rec.cmd, Some(Payload::Nop));
+            let dep = rec.dep.clone();
+            r.insts.insert(id, rec);
+            if committed {
+                if !processed.contains(&id) {
+                    let ready = r.executor.commit(id, &dep, nop);
+                    r.emit_executions(ready);
+                }
+            } else {
+                r.watch(id, r.opts.commit_timeout_ticks);
+            }
+        }
+        r
     }
 
     /// This replica's id.
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.me
+    }
+
+    /// The quorum configuration.
+    pub fn config(&self) -> &QuorumConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The durable-state view of `id`, if this replica has heard of it.
+    pub fn instance(&self, id: CmdId) -> Option<&InstanceRecord> {
+        self.insts.get(&id)
+    }
+
+    /// Every instance this replica holds a record for, in `CmdId` order.
+    pub fn instances(&self) -> Box<dyn Iterator<Item = (&CmdId, &InstanceRecord)> + '_> {
+        Box::new(self.insts.iter())
+    }
+
+    /// True if the executor has processed `id` (executed or skipped Nop).
+    pub fn is_processed(&self, id: CmdId) -> bool {
+        self.executor.is_processed(id)
+    }
+
+    /// Committed ids not yet executed (epaxos.md §5.4.4 monitoring).
+    pub fn pending_execution(&self) -> usize {
+        self.executor.pending_len()
+    }
+
+    /// Number of commands queued for the next batch plus own instances not
+    /// yet committed. Used for admission control.
+    pub fn in_flight(&self) -> usize {
+        self.batch.len() + self.coords.len()
+    }
+
+    /// Current logical time in ticks.
+    pub fn now(&self) -> u64 {
+        self.now
     }
 
     /// Queues a client command. It is submitted in the next batch: at once if
     /// the batch is full, else at the next [`Replica::tick`] or
     /// [`Replica::flush`].
     pub fn propose(&mut self, cmd: Command) -> Output {
-        let _ = cmd;
-        todo!()
+        self.batch.push(cmd);
+        if self.batch.len() >= self.opts.batch_size_max {
+            self.submit_batch();
+        }
+        self.finish()
     }
 
     /// Submits the queued commands, if any, as one instance now.
     pub fn flush(&mut self) -> Output {
-        todo!()
+        self.submit_batch();
+        self.finish()
     }
 
     /// Handles one message from `from`.
     pub fn step(&mut self, from: NodeId, msg: Message) -> Output {
-        let _ = (from, msg);
-        todo!()
+        if from == self.me || !self.config.contains(from) {
+            // Self-delivery is synchronous (§1.5); strangers are ignored.
+            self.stats.dropped += 1;
+            return self.finish();
+        }
+        match msg {
+            Message::PreAccept { id, cmd, dep } => self.on_pre_accept(from, id, cmd, dep),
+            Message::PreAcceptOk { id, dep } => self.on_pre_accept_ok(from, id, dep),
+            Message::Accept {
+                ballot,
+                id,
+                payload,
+                dep,
+            } => self.on_accept(from, ballot, id, payload, dep),
+            Message::AcceptOk { ballot, id } => self.on_accept_ok(from, ballot, id),
+            Message::Commit {
+                ballot,
+                id,
+                payload,
+                dep,
+            } => self.on_commit(ballot, id, payload, dep),
+            Message::Recover { ballot, id } => self.on_recover(from, ballot, id),
+            Message::RecoverOk {
+                ballot,
+                id,
+                abal,
+                cmd,
+                dep,
+                init_dep,
+                phase,
+            } => self.on_recover_ok(
+                from,
+                ballot,
+                id,
+                RecoverReply {
+                    abal,
+                    cmd,
+                    dep,
+                    init_dep,
+                    phase,
+                },
+            ),
+            Message::Validate {
+                ballot,
+                id,
+                cmd,
+                dep,
+            } => self.on_validate(from, ballot, id, cmd, dep),
+            Message::ValidateOk {
+                ballot,
+                id,
+                conflicts,
+            } => self.on_validate_ok(from, ballot, id, conflicts),
+            Message::Waiting { id, k } => self.on_waiting(id, k),
+            Message::Learn { id } => self.on_learn(from, id),
+            Message::Nack { id, bal } => self.on_nack(id, bal),
+        }
+        self.finish()
     }
 
     /// Advances logical time by one tick: flushes the batch, fires
     /// retransmissions, fast-path timeouts and recovery triggers.
     pub fn tick(&mut self) -> Output {
-        todo!()
+        self.now += 1;
+        self.submit_batch();
+        self.tick_coordinators();
+        self.tick_proposals();
+        self.tick_recoveries();
+        self.tick_watches();
+        self.finish()
     }
 
     /// Starts (or restarts at a higher ballot) recovery of `id` now,
     /// bypassing the timers. Used by scenario tests and operators.
     pub fn recover(&mut self, id: CmdId) -> Output {
-        let _ = id;
-        todo!()
+        self.start_recovery(id);
+        self.finish()
     }
 
-    /// The durable-state view of `id`, if this replica has heard of it.
-    pub fn instance(&self, id: CmdId) -> Option<&InstanceRecord> {
-        let _ = id;
-        todo!()
+    // ----------------------------------------------------------------------
+    // Output plumbing
+
+    fn finish(&mut self) -> Output {
+        if self.recheck_waiting {
+            self.recheck_waiting = false;
+            let waiting: Vec<CmdId> = self
+                .recoveries
+                .iter()
+                .filter(|(_, r)| matches!(r.stage, Stage::Waiting { .. }))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in waiting {
+                self.evaluate_waiting(id);
+            }
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut out = std::mem::take(&mut self.out);
+        let mut writes = Vec::with_capacity(dirty.len() + out.writes.len());
+        writes.append(&mut out.writes);
+        for id in dirty {
+            let record = self.insts[&id].clone();
+            writes.push(Write::Instance {
+                id,
+                record: Box::new(record),
+            });
+        }
+        out.writes = writes;
+        out
     }
 
-    /// Every instance this replica holds a record for, in `CmdId` order.
-    pub fn instances(&self) -> Box<dyn Iterator<Item = (&CmdId, &InstanceRecord)> + '_> {
-        todo!()
+    fn send(&mut self, to: NodeId, msg: Message) {
+        debug_assert_ne!(to, self.me);
+        self.out.messages.push(Envelope { to, msg });
     }
 
-    /// True if the executor has processed `id` (executed or skipped Nop).
-    pub fn is_processed(&self, id: CmdId) -> bool {
-        let _ = id;
-        todo!()
+    fn send_all(&mut self, msg: &Message) {
+        for &to in self.config.members() {
+            if to != self.me {
+                self.out.messages.push(Envelope {
+                    to,
+                    msg: msg.clone(),
+                });
+            }
+        }
     }
 
-    /// Committed ids not yet executed (epaxos.md §5.4.4 monitoring).
-    pub fn pending_execution(&self) -> usize {
-        todo!()
+    fn others(&self) -> Vec<NodeId> {
+        let me = self.me;
+        self.config
+            .members()
+            .iter()
+            .copied()
+            .filter(|&m| m != me)
+            .collect()
     }
 
-    /// Counters.
-    pub fn stats(&self) -> &Stats {
-        todo!()
+    /// The `count` other members closest to this one on the ring (the thrifty
+    /// set, epaxos.md §3.8).
+    fn closest(&self, count: usize) -> Vec<NodeId> {
+        let members = self.config.members();
+        let pos = members.iter().position(|&m| m == self.me).expect("member");
+        (1..members.len())
+            .map(|i| members[(pos + i) % members.len()])
+            .take(count)
+            .collect()
     }
 
-    /// The quorum configuration.
-    pub fn config(&self) -> &QuorumConfig {
-        todo!()
+    fn rank_from(&self, origin: NodeId) -> u64 {
+        let members = self.config.members();
+        let n = members.len();
+        let o = members.iter().position(|&m| m == origin).unwrap_or(0);
+        let p = members.iter().position(|&m| m == self.me).expect("member");
+        ((p + n - o) % n) as u64
     }
 
-    /// Number of commands queued for the next batch plus own instances not
-    /// yet committed. Used for admission control.
-    pub fn in_flight(&self) -> usize {
-        todo!()
+    fn record_mut(&mut self, id: CmdId) -> &mut InstanceRecord {
+        self.insts
+            .entry(id)
+            .or_insert_with(|| InstanceRecord::new(id))
+    }
+
+    // ----------------------------------------------------------------------
+    // Conflict bookkeeping
+
+    /// Keeps `key_index` and `nop_uncommitted` in step with a record whose
+    /// payload fields may have changed from `before`.
+    fn index_payload(&mut self, id: CmdId, before: Option<&InstanceRecord>, rec: &InstanceRecord) {
+        let batch = match (&rec.cmd, &rec.init_cmd) {
+            (Some(Payload::Op(b)), _) => Some(b.clone()),
+            (_, Some(b)) => Some(b.clone()),
+            _ => None,
+        };
+        let committed_nop = rec.phase == Phase::Committed && matches!(rec.cmd, Some(Payload::Nop));
+        let had_batch = before
+            .is_some_and(|b| matches!(b.cmd, Some(Payload::Op(_))) || b.init_cmd.is_some())
+            && !before.is_some_and(|b| {
+                b.phase == Phase::Committed && matches!(b.cmd, Some(Payload::Nop))
+            });
+        if committed_nop {
+            if had_batch || before.is_none() {
+                if let Some(batch) = &batch {
+                    for c in batch.iter() {
+                        for (k, _) in &c.keys {
+                            if let Some(m) = self.key_index.get_mut(k) {
+                                m.remove(&id);
+                                if m.is_empty() {
+                                    self.key_index.remove(k);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            self.nop_uncommitted.remove(&id);
+            return;
+        }
+        if let (Some(batch), false) = (&batch, had_batch) {
+            for c in batch.iter() {
+                for (k, a) in &c.keys {
+                    let slot = self
+                        .key_index
+                        .entry(k.clone())
+                        .or_default()
+                        .entry(id)
+                        .or_insert(*a);
+                    if *a == Access::Write {
+                        *slot = Access::Write;
+                    }
+                }
+            }
+        }
+        if matches!(rec.cmd, Some(Payload::Nop)) && rec.phase != Phase::Committed {
+            self.nop_uncommitted.insert(id);
+        } else {
+            self.nop_uncommitted.remove(&id);
+        }
+    }
+
+    /// Ids `x` in `key_index` whose batch conflicts with `batch` (by key
+    /// access), excluding `except`.
+    fn conflicting_known(&self, batch: &[Command], except: CmdId) -> BTreeSet<CmdId> {
+        let mut out = BTreeSet::new();
+        for c in batch {
+            for (k, a) in &c.keys {
+                if let Some(m) = self.key_index.get(k) {
+                    for (x, xa) in m {
+                        if *x != except && (*a == Access::Write || *xa == Access::Write) {
+                            out.insert(*x);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `{ x ≠ id : cmd[x] ≠ ⊥ ∧ cmd[x] ⋈ c }` (epaxos.md §3.2 step 2, §3.3),
+    /// except that committed Nops are left out (they constrain nothing).
+    fn local_deps(&self, batch: &[Command], id: CmdId) -> Deps {
+        let mut deps: Deps = self
+            .conflicting_known(batch, id)
+            .into_iter()
+            .filter(|x| self.insts.get(x).is_some_and(|r| r.cmd.is_some()))
+            .collect();
+        deps.extend(self.nop_uncommitted.iter().copied().filter(|x| *x != id));
+        deps
+    }
+
+    /// Applies a change to `id`'s record through `f`, keeping indexes in
+    /// step and marking it dirty.
+    fn update(&mut self, id: CmdId, f: impl FnOnce(&mut InstanceRecord)) {
+        let before = self.insts.get(&id).cloned();
+        let rec = self.record_mut(id);
+        f(rec);
+        let rec = rec.clone();
+        assert!(
+            rec.abal <= rec.bal,
+            "I10: abal {:?} > bal {:?} for {id:?}",
+            rec.abal,
+            rec.bal
+        );
+        if let Some(b) = &before {
+            assert!(b.phase <= rec.phase, "I11: phase of {id:?} went back");
+            assert!(
+                b.bal <= rec.bal && b.abal <= rec.abal,
+                "I10: ballot of {id:?} went back"
+            );
+        }
+        self.index_payload(id, before.as_ref(), &rec);
+        self.dirty.insert(id);
+        if rec.phase != Phase::Committed && !self.watches.contains_key(&id) {
+            self.watch(id, self.opts.commit_timeout_ticks);
+        }
+    }
+
+    fn watch(&mut self, id: CmdId, delay: u64) {
+        let stagger = self.rank_from(id.origin) * 2;
+        let next_action = self.now + delay + stagger;
+        self.watches.entry(id).or_insert(Watch {
+            next_action,
+            learn_sent: false,
+            attempts: 0,
+            seen: None,
+        });
+    }
+
+    // ----------------------------------------------------------------------
+    // Normal path (epaxos.md §3)
+
+    /// SUBMIT (§3.2), for the queued batch.
+    fn submit_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch: Batch = Arc::new(std::mem::take(&mut self.batch));
+        let id = CmdId {
+            epoch: self.config.epoch,
+            seq: self.next_seq,
+            origin: self.me,
+        };
+        self.next_seq += 1;
+        self.out.writes.push(Write::NextSeq(self.next_seq));
+        self.stats.submitted += 1;
+        // Steps 2–3: D0 and the own PreAccept, in one atomic step (§1.5).
+        let d0 = self.local_deps(&batch, id);
+        assert!(!self.insts.contains_key(&id), "I21: id {id:?} reused");
+        self.update(id, |r| {
+            r.phase = Phase::PreAccepted;
+            r.cmd = Some(Payload::Op(batch.clone()));
+            r.init_cmd = Some(batch.clone());
+            r.init_dep = d0.clone();
+            r.dep = d0.clone();
+        });
+        let targets = if self.opts.thrifty {
+            self.closest(self.config.fast_quorum() - 1)
+        } else {
+            self.others()
+        };
+        let mut replies = BTreeMap::new();
+        replies.insert(self.me, d0.clone());
+        self.coords.insert(
+            id,
+            Coord {
+                replies,
+                asked: targets.iter().copied().collect(),
+                started: self.now,
+                last_send: self.now,
+            },
+        );
+        let msg = Message::PreAccept {
+            id,
+            cmd: batch,
+            dep: d0,
+        };
+        for to in targets {
+            self.send(to, msg.clone());
+        }
+        // A fast quorum of one (never with n ≥ 3) would decide at once.
+        self.try_decide_fast_or_slow(id, false);
+    }
+
+    /// PreAccept handler (§3.3).
+    fn on_pre_accept(&mut self, from: NodeId, id: CmdId, cmd: Batch, dep: Deps) {
+        if id.origin != from {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some(r) = self.insts.get(&id) {
+            let (phase, initial) = (r.phase, r.bal.is_initial());
+            if phase == Phase::PreAccepted && initial {
+                // Idempotent re-reply: dep cannot change while PreAccepted.
+                let dep = r.dep.clone();
+                self.send(from, Message::PreAcceptOk { id, dep });
+                return;
+            }
+            if !(initial && phase == Phase::Initial) {
+                self.stats.dropped += 1;
+                if phase == Phase::Committed {
+                    // Help a slow origin finish (S11 "late PreAccept").
+                    self.send_commit_to(from, id);
+                }
+                return;
+            }
+        }
+        let mut d = self.local_deps(&cmd, id);
+        d.extend(dep.iter().copied());
+        d.remove(&id);
+        self.update(id, |r| {
+            r.cmd = Some(Payload::Op(cmd.clone()));
+            r.init_cmd = Some(cmd);
+            r.init_dep = dep;
+            r.dep = d.clone();
+            r.phase = Phase::PreAccepted;
+        });
+        self.send(from, Message::PreAcceptOk { id, dep: d });
+    }
+
+    /// Collecting PreAcceptOk (§3.4).
+    fn on_pre_accept_ok(&mut self, from: NodeId, id: CmdId, dep: Deps) {
+        let Some(coord) = self.coords.get_mut(&id) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        coord.replies.entry(from).or_insert(dep);
+        self.try_decide_fast_or_slow(id, false);
+    }
+
+    /// The exact fast-path rule of §3.4. `timed_out` is T_fast expiry.
+    fn try_decide_fast_or_slow(&mut self, id: CmdId, timed_out: bool) {
+        let Some(rec) = self.insts.get(&id) else {
+            return;
+        };
+        if rec.phase != Phase::PreAccepted || !rec.bal.is_initial() {
+            // The instance is in someone else's hands (or decided).
+            self.coords.remove(&id);
+            return;
+        }
+        let Some(coord) = self.coords.get(&id) else {
+            return;
+        };
+        let d0 = &rec.init_dep;
+        let matching = coord.replies.values().filter(|d| *d == d0).count();
+        let received = coord.replies.len();
+        let mismatched = received - matching;
+        let mut fast_quorum = self.config.fast_quorum();
+        if self.opts.mutation == Some(Mutation::FastQuorumTooSmall) {
+            fast_quorum -= 1;
+        }
+        let e = self.config.e();
+        if matching >= fast_quorum {
+            // FAST: commit locally in the same atomic step (§1.5).
+            let batch = rec.init_cmd.clone().expect("origin knows its batch");
+            let d0 = d0.clone();
+            self.coords.remove(&id);
+            self.stats.fast_commits += 1;
+            let ballot = Ballot::initial(id);
+            self.commit_locally(id, ballot, Payload::Op(batch.clone()), d0.clone());
+            let msg = Message::Commit {
+                ballot,
+                id,
+                payload: Payload::Op(batch),
+                dep: d0,
+            };
+            self.send_all(&msg);
+        } else if received >= self.config.slow_quorum()
+            && (mismatched > e || timed_out || received == coord.asked.len() + 1)
+        {
+            // SLOW: Accept(initial) with the union of the replies.
+            let mut d: Deps = Deps::new();
+            for dq in coord.replies.values() {
+                d.extend(dq.iter().copied());
+            }
+            d.remove(&id);
+            let batch = rec.init_cmd.clone().expect("origin knows its batch");
+            self.coords.remove(&id);
+            self.stats.slow_paths += 1;
+            self.propose_value(id, Ballot::initial(id), Payload::Op(batch), d);
+        }
+    }
+
+    /// PROPOSE(v, D) at ballot `b` (§4.3) — also the origin's slow path.
+    /// Applies the own Accept synchronously and sends Accept.
+    fn propose_value(&mut self, id: CmdId, b: Ballot, payload: Payload, dep: Deps) {
+        debug_assert!(!payload.is_nop() || dep.is_empty(), "I8: Nop with deps");
+        let rec = &self.insts[&id];
+        if rec.phase == Phase::Committed || rec.bal != b {
+            return;
+        }
+        let (p2, d2) = (payload.clone(), dep.clone());
+        self.update(id, |r| {
+            r.abal = b;
+            r.cmd = Some(p2);
+            r.dep = d2;
+            r.phase = Phase::Accepted;
+        });
+        let targets = if self.opts.thrifty {
+            self.closest(self.config.slow_quorum() - 1)
+        } else {
+            self.others()
+        };
+        let msg = Message::Accept {
+            ballot: b,
+            id,
+            payload: payload.clone(),
+            dep: dep.clone(),
+        };
+        for &to in &targets {
+            self.send(to, msg.clone());
+        }
+        let mut oks = BTreeSet::new();
+        oks.insert(self.me);
+        self.proposals.insert(
+            id,
+            Proposal {
+                ballot: b,
+                payload,
+                dep,
+                oks,
+                asked: targets.into_iter().collect(),
+                last_send: self.now,
+            },
+        );
+    }
+
+    /// Accept handler (§3.5, with §3.7.2 for Committed instances).
+    fn on_accept(&mut self, from: NodeId, b: Ballot, id: CmdId, payload: Payload, dep: Deps) {
+        if b.node != from {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some(r) = self.insts.get(&id) {
+            if r.bal > b {
+                self.stats.dropped += 1;
+                let bal = r.bal;
+                self.send(from, Message::Nack { id, bal });
+                return;
+            }
+            if r.phase == Phase::Committed {
+                assert!(
+                    r.cmd.as_ref() == Some(&payload) && r.dep == dep,
+                    "I12: Accept {b:?} for committed {id:?} carries a different value"
+                );
+                // Answer with the commit so the proposer finishes at once.
+                self.send_commit_to(from, id);
+                return;
+            }
+        }
+        self.update(id, |r| {
+            r.bal = b;
+            r.abal = b;
+            r.cmd = Some(payload);
+            r.dep = dep;
+            r.phase = Phase::Accepted;
+        });
+        self.send(from, Message::AcceptOk { ballot: b, id });
+    }
+
+    /// AcceptOk at the owner of `b` (§3.5).
+    fn on_accept_ok(&mut self, from: NodeId, b: Ballot, id: CmdId) {
+        let Some(p) = self.proposals.get_mut(&id) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let rec = &self.insts[&id];
+        if p.ballot != b || rec.bal != b || rec.phase != Phase::Accepted {
+            self.stats.dropped += 1;
+            return;
+        }
+        p.oks.insert(from);
+        if p.oks.len() >= self.config.slow_quorum() {
+            let p = self.proposals.remove(&id).expect("present");
+            debug_assert_eq!(rec.cmd.as_ref(), Some(&p.payload));
+            self.commit_locally(id, b, p.payload.clone(), p.dep.clone());
+            let msg = Message::Commit {
+                ballot: b,
+                id,
+                payload: p.payload,
+                dep: p.dep,
+            };
+            self.send_all(&msg);
+        }
+    }
+
+    /// Commit handler (§3.6, relaxed per §3.7.1 unless strict mode).
+    fn on_commit(&mut self, b: Ballot, id: CmdId, payload: Payload, dep: Deps) {
+        if let Some(r) = self.insts.get(&id) {
+            if r.phase == Phase::Committed {
+                assert!(
+                    r.cmd.as_ref() == Some(&payload) && r.dep == dep,
+                    "I12: Commit {b:?} for {id:?} differs from the committed value"
+                );
+                return;
+            }
+            if self.opts.strict_paper_mode && r.bal != b {
+                self.stats.dropped += 1;
+                return;
+            }
+        } else if self.opts.strict_paper_mode && b != Ballot::initial(id) {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.commit_locally(id, b, payload, dep);
+    }
+
+    /// Marks `id` Committed with `(payload, dep)` and hands it to the
+    /// executor. Ends every volatile activity for `id`.
+    fn commit_locally(&mut self, id: CmdId, b: Ballot, payload: Payload, dep: Deps) {
+        let nop = payload.is_nop();
+        if let Some(r) = self.insts.get(&id) {
+            if r.phase == Phase::Committed {
+                assert!(
+                    r.cmd.as_ref() == Some(&payload) && r.dep == dep,
+                    "I12: {id:?} committed twice with different values"
+                );
+                return;
+            }
+        }
+        let (p2, d2) = (payload.clone(), dep.clone());
+        self.update(id, |r| {
+            r.bal = r.bal.max(b);
+            r.abal = r.abal.max(b);
+            r.cmd = Some(p2);
+            r.dep = d2;
+            r.phase = Phase::Committed;
+        });
+        self.coords.remove(&id);
+        self.proposals.remove(&id);
+        if let Some(rec) = self.recoveries.remove(&id) {
+            if nop && rec.ballot == b {
+                self.stats.nops += 1;
+            }
+        }
+        self.watches.remove(&id);
+        self.recheck_waiting = true;
+        if nop && id.origin == self.me {
+            if let Some(batch) = self.insts[&id].init_cmd.clone() {
+                self.out.aborted.push(Aborted { id, batch });
+            }
+        }
+        let ready = self.executor.commit(id, &dep, nop);
+        self.emit_executions(ready);
+    }
+
+    fn emit_executions(&mut self, ready: Vec<CmdId>) {
+        for x in ready {
+            match &self.insts[&x].cmd {
+                Some(Payload::Op(batch)) => self.out.executions.push(Execution {
+                    id: x,
+                    batch: batch.clone(),
+                }),
+                other => panic!("executor returned {x:?} with payload {other:?}"),
+            }
+        }
+    }
+
+    fn send_commit_to(&mut self, to: NodeId, id: CmdId) {
+        let r = &self.insts[&id];
+        debug_assert_eq!(r.phase, Phase::Committed);
+        let msg = Message::Commit {
+            ballot: r.abal,
+            id,
+            payload: r.cmd.clone().expect("committed payload"),
+            dep: r.dep.clone(),
+        };
+        self.send(to, msg);
+    }
+
+    fn on_learn(&mut self, from: NodeId, id: CmdId) {
+        if self
+            .insts
+            .get(&id)
+            .is_some_and(|r| r.phase == Phase::Committed)
+        {
+            self.send_commit_to(from, id);
+        }
+    }
+
+    fn on_nack(&mut self, id: CmdId, bal: Ballot) {
+        if let Some(w) = self.watches.get_mut(&id) {
+            w.seen = w.seen.max(Some(bal));
+        }
+        if self.recoveries.get(&id).is_some_and(|r| r.ballot < bal) {
+            // §4.1.6: a higher ballot is active; stay passive for now.
+            self.abandon_recovery(id);
+        }
+        if self.proposals.get(&id).is_some_and(|p| p.ballot < bal) {
+            self.proposals.remove(&id);
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // Recovery, acceptor side (§4.2)
+
+    fn on_recover(&mut self, from: NodeId, b: Ballot, id: CmdId) {
+        if b.node != from || b.is_initial() {
+            self.stats.dropped += 1;
+            return;
+        }
+        let rec = self.insts.get(&id);
+        let bal = rec.map_or(Ballot::initial(id), |r| r.bal);
+        if bal > b {
+            self.stats.dropped += 1;
+            self.send(from, Message::Nack { id, bal });
+            return;
+        }
+        if bal == b {
+            // A retransmitted Recover(b): re-reply while nothing was
+            // accepted at b (the promise is unchanged).
+            let r = rec.expect("bal == b implies a record");
+            if r.abal >= b {
+                self.stats.dropped += 1;
+                return;
+            }
+        } else {
+            self.update(id, |r| r.bal = b);
+        }
+        let r = &self.insts[&id];
+        let abal = if self.opts.mutation == Some(Mutation::SingleBallot) {
+            r.bal
+        } else {
+            r.abal
+        };
+        let msg = Message::RecoverOk {
+            ballot: b,
+            id,
+            abal,
+            cmd: r.cmd.clone(),
+            dep: r.dep.clone(),
+            init_dep: r.init_dep.clone(),
+            phase: r.phase,
+        };
+        if self.recoveries.get(&id).is_some_and(|rc| rc.ballot < b) {
+            self.abandon_recovery(id);
+        }
+        self.send(from, msg);
+    }
+
+    fn on_validate(&mut self, from: NodeId, b: Ballot, id: CmdId, c: Batch, d: Deps) {
+        let Some(r) = self.insts.get(&id) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if r.bal != b || b.node != from {
+            self.stats.dropped += 1;
+            if r.bal > b {
+                let bal = r.bal;
+                self.send(from, Message::Nack { id, bal });
+            }
+            return;
+        }
+        if r.phase == Phase::Committed {
+            self.send_commit_to(from, id);
+            return;
+        }
+        if let Some(existing) = &r.init_cmd {
+            assert!(
+                *existing == c,
+                "I9: Validate for {id:?} carries a different batch"
+            );
+        }
+        let conflicts = self.validate_conflicts(id, &c, &d);
+        let (c2, d2) = (c.clone(), d.clone());
+        self.update(id, |r| {
+            if r.cmd.is_none() || matches!(r.cmd, Some(Payload::Op(_))) {
+                // cmd is ⊥ or already this batch; an Accepted Nop cannot be
+                // here (nothing in Q accepted at this point, §4.3).
+                r.cmd = Some(Payload::Op(c2.clone()));
+            }
+            r.init_cmd = Some(c2);
+            r.init_dep = d2;
+        });
+        self.send(
+            from,
+            Message::ValidateOk {
+                ballot: b,
+                id,
+                conflicts,
+            },
+        );
+    }
+
+    /// `I_q` of §4.2: conflicting ids that could witness that `(c, D)` was
+    /// not fast-committed.
+    fn validate_conflicts(&self, id: CmdId, c: &[Command], d: &Deps) -> Vec<(CmdId, Phase)> {
+        let mut out = Vec::new();
+        for x in self.conflicting_known(c, id) {
+            if d.contains(&x) {
+                continue;
+            }
+            let r = &self.insts[&x];
+            let witness = if r.phase == Phase::Committed {
+                matches!(r.cmd, Some(Payload::Op(_))) && !r.dep.contains(&id)
+            } else {
+                r.init_cmd.is_some() && !r.init_dep.contains(&id)
+            };
+            if witness {
+                out.push((x, r.phase));
+            }
+        }
+        out
+    }
+
+    fn on_waiting(&mut self, id: CmdId, k: usize) {
+        let hint = self.waiting_hint.entry(id).or_insert(0);
+        if k > *hint {
+            *hint = k;
+            self.recheck_waiting = true;
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // Recovery, recoverer side (§4.3)
+
+    /// R1.
+    fn start_recovery(&mut self, id: CmdId) {
+        let cur = self.insts.get(&id).map_or(Ballot::initial(id), |r| r.bal);
+        if self
+            .insts
+            .get(&id)
+            .is_some_and(|r| r.phase == Phase::Committed)
+        {
+            return;
+        }
+        let seen = self.watches.get(&id).and_then(|w| w.seen);
+        let top = cur.max(seen.unwrap_or(cur));
+        let b = Ballot {
+            epoch: self.config.epoch.max(top.epoch),
+            round: top.round + 1,
+            node: self.me,
+        };
+        self.stats.recoveries += 1;
+        self.proposals.remove(&id);
+        self.coords.remove(&id);
+        // Own copy of Recover, applied synchronously.
+        self.update(id, |r| r.bal = b);
+        let r = &self.insts[&id];
+        let own = RecoverReply {
+            abal: r.abal,
+            cmd: r.cmd.clone(),
+            dep: r.dep.clone(),
+            init_dep: r.init_dep.clone(),
+            phase: r.phase,
+        };
+        let mut replies = BTreeMap::new();
+        replies.insert(self.me, own);
+        self.recoveries.insert(
+            id,
+            Recovery {
+                ballot: b,
+                stage: Stage::Collect,
+                replies,
+                q: BTreeSet::new(),
+                late: BTreeMap::new(),
+                c: None,
+                d: Deps::new(),
+                k: 0,
+                last_send: self.now,
+            },
+        );
+        self.send_all(&Message::Recover { ballot: b, id });
+    }
+
+    fn abandon_recovery(&mut self, id: CmdId) {
+        self.recoveries.remove(&id);
+        if let Some(p) = self.proposals.get(&id) {
+            if !p.ballot.is_initial() {
+                self.proposals.remove(&id);
+            }
+        }
+    }
+
+    fn active_recovery(&self, id: CmdId, b: Ballot) -> bool {
+        self.recoveries.get(&id).is_some_and(|r| r.ballot == b)
+            && self
+                .insts
+                .get(&id)
+                .is_some_and(|r| r.bal == b && r.phase != Phase::Committed)
+    }
+
+    fn on_recover_ok(&mut self, from: NodeId, b: Ballot, id: CmdId, reply: RecoverReply) {
+        if !self.active_recovery(id, b) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let n_f = self.config.slow_quorum();
+        let rc = self.recoveries.get_mut(&id).expect("active");
+        match rc.stage {
+            Stage::Collect => {
+                rc.replies.entry(from).or_insert(reply);
+                if rc.replies.len() >= n_f {
+                    rc.q = rc.replies.keys().copied().collect();
+                    self.classify(id);
+                }
+            }
+            Stage::Waiting { .. } if !rc.q.contains(&from) => {
+                rc.late.entry(from).or_insert(reply);
+                self.evaluate_waiting(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// R3.
+    fn classify(&mut self, id: CmdId) {
+        let rc = &self.recoveries[&id];
+        let b = rc.ballot;
+        let q = &rc.replies;
+        let bmax = q.values().map(|r| r.abal).max().expect("non-empty Q");
+        let u: Vec<&RecoverReply> = q.values().filter(|r| r.abal == bmax).collect();
+        // R3.2
+        if let Some(c) = u.iter().find(|r| r.phase == Phase::Committed) {
+            let (p, d) = (c.cmd.clone().expect("committed payload"), c.dep.clone());
+            self.finish_with_commit(id, b, p, d);
+            return;
+        }
+        // R3.3
+        if let Some(a) = u.iter().find(|r| r.phase == Phase::Accepted) {
+            let (p, d) = (a.cmd.clone().expect("accepted payload"), a.dep.clone());
+            self.propose_in_recovery(id, b, p, d);
+            return;
+        }
+        debug_assert!(bmax.is_initial(), "nothing accepted in Q from R3.4 on");
+        // R3.4
+        if q.contains_key(&id.origin) {
+            self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
+            return;
+        }
+        // R3.5
+        let r_max: Vec<&RecoverReply> = q
+            .values()
+            .filter(|r| r.phase == Phase::PreAccepted && r.dep == r.init_dep)
+            .collect();
+        let k = r_max.len();
+        if k >= q.len() - self.config.e() && k > 0 {
+            let (c, d) = match &r_max[0].cmd {
+                Some(Payload::Op(batch)) => (batch.clone(), r_max[0].dep.clone()),
+                other => panic!("PreAccepted {id:?} with payload {other:?}"),
+            };
+            // R4: Validate to Q, own copy synchronously.
+            let members: Vec<NodeId> = q.keys().copied().filter(|&m| m != self.me).collect();
+            let own = self.validate_conflicts(id, &c, &d);
+            let (c2, d2) = (c.clone(), d.clone());
+            self.update(id, |r| {
+                if r.cmd.is_none() || matches!(r.cmd, Some(Payload::Op(_))) {
+                    r.cmd = Some(Payload::Op(c2.clone()));
+                }
+                r.init_cmd = Some(c2);
+                r.init_dep = d2;
+            });
+            let rc = self.recoveries.get_mut(&id).expect("active");
+            rc.c = Some(c.clone());
+            rc.d = d.clone();
+            rc.k = k;
+            let mut oks = BTreeMap::new();
+            oks.insert(self.me, own);
+            rc.stage = Stage::Validating { oks };
+            rc.last_send = self.now;
+            let msg = Message::Validate {
+                ballot: b,
+                id,
+                cmd: c,
+                dep: d,
+            };
+            for m in members {
+                self.send(m, msg.clone());
+            }
+            self.after_validate_ok(id);
+        } else {
+            self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
+        }
+    }
+
+    fn on_validate_ok(
+        &mut self,
+        from: NodeId,
+        b: Ballot,
+        id: CmdId,
+        conflicts: Vec<(CmdId, Phase)>,
+    ) {
+        if !self.active_recovery(id, b) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let rc = self.recoveries.get_mut(&id).expect("active");
+        if !rc.q.contains(&from) {
+            return;
+        }
+        if let Stage::Validating { oks } = &mut rc.stage {
+            oks.entry(from).or_insert(conflicts);
+            self.after_validate_ok(id);
+        }
+    }
+
+    /// R4 completion and R5.
+    fn after_validate_ok(&mut self, id: CmdId) {
+        let rc = &self.recoveries[&id];
+        let Stage::Validating { oks } = &rc.stage else {
+            return;
+        };
+        if oks.len() < rc.q.len() {
+            return;
+        }
+        let b = rc.ballot;
+        let mut i: BTreeMap<CmdId, BTreeSet<Phase>> = BTreeMap::new();
+        for list in oks.values() {
+            for (x, ph) in list {
+                i.entry(*x).or_default().insert(*ph);
+            }
+        }
+        let c = rc.c.clone().expect("validated batch");
+        let d = rc.d.clone();
+        // R5.1
+        if i.is_empty() {
+            self.propose_in_recovery(id, b, Payload::Op(c), d);
+            return;
+        }
+        // R5.2
+        if i.values().any(|ph| ph.contains(&Phase::Committed)) {
+            self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
+            return;
+        }
+        // R5.3
+        if rc.k == rc.q.len() - self.config.e() && i.keys().any(|x| !rc.q.contains(&x.origin)) {
+            self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
+            return;
+        }
+        // R5.4
+        let k = rc.k;
+        let xs: Vec<CmdId> = i.keys().copied().collect();
+        let rc = self.recoveries.get_mut(&id).expect("active");
+        rc.stage = Stage::Waiting { i };
+        rc.last_send = self.now;
+        self.on_waiting(id, k);
+        self.send_all(&Message::Waiting { id, k });
+        // Trigger 3 (§4.1): make sure every x we wait on is being chased.
+        for x in xs {
+            if self
+                .insts
+                .get(&x)
+                .is_none_or(|r| r.phase != Phase::Committed)
+            {
+                self.watch(x, self.opts.exec_timeout_ticks);
+            }
+        }
+        self.evaluate_waiting(id);
+    }
+
+    /// W: W1 > W2 > W4 > W3.
+    fn evaluate_waiting(&mut self, id: CmdId) {
+        let Some(rc) = self.recoveries.get(&id) else {
+            return;
+        };
+        let Stage::Waiting { i } = &rc.stage else {
+            return;
+        };
+        let b = rc.ballot;
+        if !self.active_recovery(id, b) {
+            return;
+        }
+        let committed = |x: &CmdId| self.insts.get(x).filter(|r| r.phase == Phase::Committed);
+        // W1
+        let w1 = i.keys().any(|x| {
+            committed(x)
+                .is_some_and(|r| matches!(r.cmd, Some(Payload::Op(_))) && !r.dep.contains(&id))
+        });
+        if w1 {
+            self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
+            return;
+        }
+        // W2
+        let w2 = i.keys().all(|x| {
+            committed(x).is_some_and(|r| matches!(r.cmd, Some(Payload::Nop)) || r.dep.contains(&id))
+        });
+        if w2 {
+            let c = rc.c.clone().expect("validated batch");
+            let d = rc.d.clone();
+            self.propose_in_recovery(id, b, Payload::Op(c), d);
+            return;
+        }
+        // W4
+        let late = rc
+            .late
+            .iter()
+            .filter(|(q, r)| {
+                r.phase == Phase::Committed || r.phase == Phase::Accepted || **q == id.origin
+            })
+            .max_by_key(|(_, r)| (r.phase == Phase::Committed, r.abal))
+            .map(|(_, r)| r.clone());
+        if let Some(r) = late {
+            match r.phase {
+                Phase::Committed => {
+                    self.finish_with_commit(id, b, r.cmd.expect("payload"), r.dep);
+                }
+                Phase::Accepted => self.propose_in_recovery(id, b, r.cmd.expect("payload"), r.dep),
+                _ => self.propose_in_recovery(id, b, Payload::Nop, Deps::new()),
+            }
+            return;
+        }
+        // W3
+        let limit = self.config.n() - self.config.f() - self.config.e();
+        if i.keys()
+            .any(|x| self.waiting_hint.get(x).is_some_and(|&k| k > limit))
+        {
+            self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
+        }
+    }
+
+    fn propose_in_recovery(&mut self, id: CmdId, b: Ballot, payload: Payload, dep: Deps) {
+        if let Some(rc) = self.recoveries.get_mut(&id) {
+            rc.stage = Stage::Finished;
+        }
+        self.propose_value(id, b, payload, dep);
+    }
+
+    fn finish_with_commit(&mut self, id: CmdId, b: Ballot, payload: Payload, dep: Deps) {
+        if let Some(rc) = self.recoveries.get_mut(&id) {
+            rc.stage = Stage::Finished;
+        }
+        self.commit_locally(id, b, payload.clone(), dep.clone());
+        let msg = Message::Commit {
+            ballot: b,
+            id,
+            payload,
+            dep,
+        };
+        self.send_all(&msg);
+    }
+
+    // ----------------------------------------------------------------------
+    // Timers (§4.1)
+
+    fn tick_coordinators(&mut self) {
+        let ids: Vec<CmdId> = self.coords.keys().copied().collect();
+        for id in ids {
+            let expired = {
+                let c = &self.coords[&id];
+                self.now >= c.started + self.opts.fast_timeout_ticks
+            };
+            if expired {
+                self.try_decide_fast_or_slow(id, true);
+            }
+            let Some(c) = self.coords.get(&id) else {
+                continue;
+            };
+            if self.now >= c.last_send + self.opts.retransmit_ticks {
+                // Retransmit to every peer that has not answered; a thrifty
+                // set widens to everyone (§3.8).
+                let missing: Vec<NodeId> = self
+                    .others()
+                    .into_iter()
+                    .filter(|m| !c.replies.contains_key(m))
+                    .collect();
+                let r = &self.insts[&id];
+                let msg = Message::PreAccept {
+                    id,
+                    cmd: r.init_cmd.clone().expect("origin batch"),
+                    dep: r.init_dep.clone(),
+                };
+                let c = self.coords.get_mut(&id).expect("present");
+                c.last_send = self.now;
+                c.asked.extend(missing.iter().copied());
+                for to in missing {
+                    self.send(to, msg.clone());
+                }
+            }
+        }
+    }
+
+    fn tick_proposals(&mut self) {
+        let ids: Vec<CmdId> = self.proposals.keys().copied().collect();
+        for id in ids {
+            let p = &self.proposals[&id];
+            if self.now < p.last_send + self.opts.retransmit_ticks {
+                continue;
+            }
+            let r = &self.insts[&id];
+            if r.bal != p.ballot || r.phase != Phase::Accepted {
+                self.proposals.remove(&id);
+                continue;
+            }
+            let missing: Vec<NodeId> = self
+                .others()
+                .into_iter()
+                .filter(|m| !p.oks.contains(m))
+                .collect();
+            let msg = Message::Accept {
+                ballot: p.ballot,
+                id,
+                payload: p.payload.clone(),
+                dep: p.dep.clone(),
+            };
+            let p = self.proposals.get_mut(&id).expect("present");
+            p.last_send = self.now;
+            p.asked.extend(missing.iter().copied());
+            for to in missing {
+                self.send(to, msg.clone());
+            }
+        }
+    }
+
+    fn tick_recoveries(&mut self) {
+        let ids: Vec<CmdId> = self.recoveries.keys().copied().collect();
+        for id in ids {
+            let rc = &self.recoveries[&id];
+            if !self.active_recovery(id, rc.ballot) {
+                if matches!(rc.stage, Stage::Finished) && self.proposals.contains_key(&id) {
+                    continue;
+                }
+                self.recoveries.remove(&id);
+                continue;
+            }
+            if self.now < rc.last_send + self.opts.retransmit_ticks {
+                continue;
+            }
+            let b = rc.ballot;
+            let (targets, msg): (Vec<NodeId>, Message) = match &rc.stage {
+                Stage::Collect => (
+                    self.others()
+                        .into_iter()
+                        .filter(|m| !rc.replies.contains_key(m))
+                        .collect(),
+                    Message::Recover { ballot: b, id },
+                ),
+                Stage::Validating { oks } => (
+                    rc.q.iter()
+                        .copied()
+                        .filter(|m| *m != self.me && !oks.contains_key(m))
+                        .collect(),
+                    Message::Validate {
+                        ballot: b,
+                        id,
+                        cmd: rc.c.clone().expect("batch"),
+                        dep: rc.d.clone(),
+                    },
+                ),
+                Stage::Waiting { .. } => (
+                    // Re-send the hint, and ask the rest for late replies (W4).
+                    self.others(),
+                    Message::Waiting { id, k: rc.k },
+                ),
+                Stage::Finished => continue,
+            };
+            let in_wait = matches!(rc.stage, Stage::Waiting { .. });
+            let outside_q: Vec<NodeId> = self
+                .others()
+                .into_iter()
+                .filter(|m| !rc.q.contains(m) && !rc.late.contains_key(m))
+                .collect();
+            self.recoveries.get_mut(&id).expect("present").last_send = self.now;
+            for to in targets {
+                self.send(to, msg.clone());
+            }
+            if in_wait {
+                for to in outside_q {
+                    self.send(to, Message::Recover { ballot: b, id });
+                }
+            }
+        }
+    }
+
+    fn tick_watches(&mut self) {
+        // Trigger 1: dependencies that block execution.
+        if self.executor.pending_len() > 0 {
+            for x in self.executor.blocked_on() {
+                if !self.watches.contains_key(&x) {
+                    self.watch(x, self.opts.exec_timeout_ticks);
+                }
+            }
+        }
+        if !self.opts.auto_recovery {
+            return;
+        }
+        let due: Vec<CmdId> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| w.next_action <= self.now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if self
+                .insts
+                .get(&id)
+                .is_some_and(|r| r.phase == Phase::Committed)
+            {
+                self.watches.remove(&id);
+                continue;
+            }
+            // Trigger 4: never recover an own command the coordinator still
+            // drives; it retransmits instead.
+            let live = self.coords.contains_key(&id)
+                || self
+                    .proposals
+                    .get(&id)
+                    .is_some_and(|p| self.insts[&id].bal == p.ballot)
+                || self.recoveries.get(&id).is_some_and(|r| {
+                    self.active_recovery(id, r.ballot)
+                        && self.now < r.last_send + 4 * self.opts.retransmit_ticks
+                });
+            let w = self.watches.get_mut(&id).expect("present");
+            if live {
+                w.next_action = self.now + self.opts.retransmit_ticks;
+                continue;
+            }
+            if !w.learn_sent {
+                // §4.1.7: ask for the commit before recovering.
+                w.learn_sent = true;
+                w.next_action = self.now + self.opts.retransmit_ticks;
+                self.send_all(&Message::Learn { id });
+                continue;
+            }
+            let attempts = w.attempts.min(16);
+            w.attempts += 1;
+            w.learn_sent = false;
+            let base = self.opts.retransmit_ticks.max(1) << attempts.min(6);
+            let cap = self.opts.recovery_backoff_max_ticks.max(1);
+            let jitter = self.rng.below(base.min(cap));
+            w.next_action = self.now + base.min(cap) + jitter + 4 * self.opts.retransmit_ticks;
+            self.start_recovery(id);
+        }
     }
 }
