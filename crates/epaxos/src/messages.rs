@@ -118,6 +118,15 @@ pub enum Message {
         /// instance
         id: CmdId,
     },
+    /// any → all, periodically: for each origin, the length of the prefix of
+    /// its ids (current epoch) that the sender has committed. Anti-entropy:
+    /// a receiver missing any of those commits learns them (then recovers).
+    Heartbeat {
+        /// epoch the sequence numbers belong to
+        epoch: u64,
+        /// (origin, n): ids `(epoch, 0..n, origin)` are committed at the sender
+        committed_prefix: Vec<(NodeId, u64)>,
+    },
     /// replica → sender of a stale message: its promise for `id` is `bal`.
     Nack {
         /// instance
@@ -128,9 +137,9 @@ pub enum Message {
 }
 
 impl Message {
-    /// The instance this message is about.
-    pub fn id(&self) -> CmdId {
-        match self {
+    /// The instance this message is about (`None` for `Heartbeat`).
+    pub fn id(&self) -> Option<CmdId> {
+        Some(match self {
             Message::PreAccept { id, .. }
             | Message::PreAcceptOk { id, .. }
             | Message::Accept { id, .. }
@@ -143,7 +152,8 @@ impl Message {
             | Message::Waiting { id, .. }
             | Message::Learn { id }
             | Message::Nack { id, .. } => *id,
-        }
+            Message::Heartbeat { .. } => return None,
+        })
     }
 
     /// A short name of the message kind, for traces and scenario files.
@@ -161,6 +171,7 @@ impl Message {
             Message::Waiting { .. } => "Waiting",
             Message::Learn { .. } => "Learn",
             Message::Nack { .. } => "Nack",
+            Message::Heartbeat { .. } => "Heartbeat",
         }
     }
 }

@@ -153,6 +153,12 @@ pub struct Options {
     /// Start recoveries automatically from timers. Scenario tests turn this
     /// off and call [`Replica::recover`] themselves.
     pub auto_recovery: bool,
+    /// How often a replica tells its peers which commits it holds
+    /// (`Message::Heartbeat`), so a replica that missed a Commit learns it.
+    pub heartbeat_ticks: u64,
+    /// Most missing ids one heartbeat makes a replica chase; bounds the work
+    /// a single message can cause.
+    pub heartbeat_chase_max: u64,
     /// Seed of the backoff jitter.
     pub seed: u64,
     /// Test-only broken variant; `None` in every real deployment.
@@ -171,6 +177,8 @@ impl Default for Options {
             exec_timeout_ticks: 10,
             recovery_backoff_max_ticks: 64,
             auto_recovery: true,
+            heartbeat_ticks: 10,
+            heartbeat_chase_max: 256,
             seed: 0,
             mutation: None,
         }
@@ -311,6 +319,9 @@ pub struct Replica {
     dirty: BTreeSet<CmdId>,
     /// Set when a Waiting-stage recovery may have become decidable.
     recheck_waiting: bool,
+    /// Per origin, the length of the prefix of its current-epoch ids that is
+    /// committed here (what `Heartbeat` advertises).
+    committed_prefix: BTreeMap<NodeId, u64>,
 }
 
 impl Replica {
@@ -345,6 +356,7 @@ impl Replica {
             out: Output::default(),
             dirty: BTreeSet::new(),
             recheck_waiting: false,
+            committed_prefix: BTreeMap::new(),
         }
     }
 
@@ -386,6 +398,9 @@ impl Replica {
             } else {
                 r.watch(id, r.opts.commit_timeout_ticks);
             }
+        }
+        for &o in r.config.members().to_vec().iter() {
+            r.advance_prefix(o);
         }
         r
     }
@@ -511,6 +526,10 @@ impl Replica {
             Message::Waiting { id, k } => self.on_waiting(id, k),
             Message::Learn { id } => self.on_learn(from, id),
             Message::Nack { id, bal } => self.on_nack(id, bal),
+            Message::Heartbeat {
+                epoch,
+                committed_prefix,
+            } => self.on_heartbeat(epoch, committed_prefix),
         }
         self.finish()
     }
@@ -524,6 +543,17 @@ impl Replica {
         self.tick_proposals();
         self.tick_recoveries();
         self.tick_watches();
+        if self.opts.heartbeat_ticks > 0 && self.now % self.opts.heartbeat_ticks == 0 {
+            let committed_prefix = self
+                .committed_prefix
+                .iter()
+                .map(|(o, n)| (*o, *n))
+                .collect();
+            self.send_all(&Message::Heartbeat {
+                epoch: self.config.epoch,
+                committed_prefix,
+            });
+        }
         self.finish()
     }
 
@@ -1056,6 +1086,57 @@ impl Replica {
         }
         let ready = self.executor.commit(id, &dep, nop);
         self.emit_executions(ready);
+        if id.epoch == self.config.epoch {
+            self.advance_prefix(id.origin);
+        }
+    }
+
+    fn advance_prefix(&mut self, origin: NodeId) {
+        let epoch = self.config.epoch;
+        let n = self.committed_prefix.entry(origin).or_insert(0);
+        while self
+            .insts
+            .get(&CmdId {
+                epoch,
+                seq: *n,
+                origin,
+            })
+            .is_some_and(|r| r.phase == Phase::Committed)
+        {
+            *n += 1;
+        }
+    }
+
+    /// Anti-entropy: chase every id a peer has committed that is not
+    /// committed here (at most `heartbeat_chase_max` per message).
+    fn on_heartbeat(&mut self, epoch: u64, prefix: Vec<(NodeId, u64)>) {
+        if epoch != self.config.epoch {
+            return;
+        }
+        let mut budget = self.opts.heartbeat_chase_max;
+        for (origin, theirs) in prefix {
+            if !self.config.contains(origin) {
+                continue;
+            }
+            let mine = self.committed_prefix.get(&origin).copied().unwrap_or(0);
+            for seq in mine..theirs {
+                if budget == 0 {
+                    return;
+                }
+                let id = CmdId { epoch, seq, origin };
+                if self
+                    .insts
+                    .get(&id)
+                    .is_some_and(|r| r.phase == Phase::Committed)
+                {
+                    continue;
+                }
+                if !self.watches.contains_key(&id) {
+                    budget -= 1;
+                    self.watch(id, 0);
+                }
+            }
+        }
     }
 
     fn emit_executions(&mut self, ready: Vec<CmdId>) {
