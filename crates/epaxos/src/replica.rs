@@ -116,8 +116,9 @@ impl Output {
 /// can fail (quality-bars.md R2). Never set outside tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mutation {
-    /// (a) One ballot variable: `RecoverOk` reports `bal` where it should
-    /// report `abal` (Sutra's bug; epaxos.md S1 mutation).
+    /// (a) One ballot variable: `RecoverOk` reports the promise `bal` held
+    /// before the Recover where it should report `abal` (Sutra's bug;
+    /// epaxos.md §7 S1 mutation).
     SingleBallot,
     /// (b) The fast quorum is one smaller than `n − e`.
     FastQuorumTooSmall,
@@ -543,7 +544,7 @@ impl Replica {
         self.tick_proposals();
         self.tick_recoveries();
         self.tick_watches();
-        if self.opts.heartbeat_ticks > 0 && self.now % self.opts.heartbeat_ticks == 0 {
+        if self.opts.heartbeat_ticks > 0 && self.now.is_multiple_of(self.opts.heartbeat_ticks) {
             let committed_prefix = self
                 .committed_prefix
                 .iter()
@@ -1213,8 +1214,10 @@ impl Replica {
             self.update(id, |r| r.bal = b);
         }
         let r = &self.insts[&id];
+        // Mutation (a): a single ballot variable reports the promise held
+        // before this Recover where the vote ballot belongs (Sutra's bug).
         let abal = if self.opts.mutation == Some(Mutation::SingleBallot) {
-            r.bal
+            bal
         } else {
             r.abal
         };
@@ -1333,7 +1336,11 @@ impl Replica {
         self.update(id, |r| r.bal = b);
         let r = &self.insts[&id];
         let own = RecoverReply {
-            abal: r.abal,
+            abal: if self.opts.mutation == Some(Mutation::SingleBallot) {
+                cur
+            } else {
+                r.abal
+            },
             cmd: r.cmd.clone(),
             dep: r.dep.clone(),
             init_dep: r.init_dep.clone(),
