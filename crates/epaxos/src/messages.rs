@@ -127,6 +127,12 @@ pub enum Message {
         /// (origin, n): ids `(epoch, 0..n, origin)` are committed at the sender
         committed_prefix: Vec<(NodeId, u64)>,
     },
+    /// replica → the owner of a contended key: "submit these commands for
+    /// me" (see `Options::forward_contended`). Never forwarded again.
+    Forward {
+        /// the client commands
+        cmds: Vec<synod_types::Command>,
+    },
     /// replica → sender of a stale message: its promise for `id` is `bal`.
     Nack {
         /// instance
@@ -152,7 +158,7 @@ impl Message {
             | Message::Waiting { id, .. }
             | Message::Learn { id }
             | Message::Nack { id, .. } => *id,
-            Message::Heartbeat { .. } => return None,
+            Message::Heartbeat { .. } | Message::Forward { .. } => return None,
         })
     }
 
@@ -172,6 +178,7 @@ impl Message {
             Message::Learn { .. } => "Learn",
             Message::Nack { .. } => "Nack",
             Message::Heartbeat { .. } => "Heartbeat",
+            Message::Forward { .. } => "Forward",
         }
     }
 }

@@ -160,6 +160,25 @@ pub struct Options {
     /// Most missing ids one heartbeat makes a replica chase; bounds the work
     /// a single message can cause.
     pub heartbeat_chase_max: u64,
+    /// Route commands on *contended* keys to the key's owner replica
+    /// (`owner(k) = members[fnv(k) % n]`), which submits them. Conflicting
+    /// commands from different origins that run concurrently force the slow
+    /// path (the replies cannot all equal the origin's D0); commands from one
+    /// origin do not. A key becomes contended here when an own instance on it
+    /// took the slow path because of another origin's command, or when a new
+    /// instance finds another origin's uncommitted command on it. Safety does
+    /// not depend on who submits; only the fast-path ratio does.
+    pub forward_contended: bool,
+    /// How long a key stays contended after the last sign of contention.
+    pub contention_ticks: u64,
+    /// A forwarded command not executed here within this many ticks is
+    /// submitted locally, and the owner is not used for `contention_ticks`.
+    /// Keeps a crashed owner from stalling anyone; sessions make the possible
+    /// double submission harmless.
+    pub forward_timeout_ticks: u64,
+    /// Most forwarded commands awaiting execution; past it, commands are
+    /// submitted locally. Bounds the memory a slow owner can cost.
+    pub forwarded_max: usize,
     /// Seed of the backoff jitter.
     pub seed: u64,
     /// Test-only broken variant; `None` in every real deployment.
@@ -180,6 +199,10 @@ impl Default for Options {
             auto_recovery: true,
             heartbeat_ticks: 10,
             heartbeat_chase_max: 256,
+            forward_contended: true,
+            contention_ticks: 200,
+            forward_timeout_ticks: 40,
+            forwarded_max: 4096,
             seed: 0,
             mutation: None,
         }
@@ -323,6 +346,13 @@ pub struct Replica {
     /// Per origin, the length of the prefix of its current-epoch ids that is
     /// committed here (what `Heartbeat` advertises).
     committed_prefix: BTreeMap<NodeId, u64>,
+    /// Contended key → tick until which it stays contended.
+    contended: HashMap<Key, u64>,
+    /// Commands forwarded to an owner and not yet executed here, with the
+    /// tick after which they are submitted locally instead.
+    forwarded: BTreeMap<(u64, u64), (Command, NodeId, u64)>,
+    /// Owners that let a forwarded command time out, until this tick.
+    suspect: BTreeMap<NodeId, u64>,
 }
 
 impl Replica {
@@ -358,6 +388,9 @@ impl Replica {
             dirty: BTreeSet::new(),
             recheck_waiting: false,
             committed_prefix: BTreeMap::new(),
+            contended: HashMap::new(),
+            forwarded: BTreeMap::new(),
+            suspect: BTreeMap::new(),
         }
     }
 
@@ -444,7 +477,7 @@ impl Replica {
     /// Number of commands queued for the next batch plus own instances not
     /// yet committed. Used for admission control.
     pub fn in_flight(&self) -> usize {
-        self.batch.len() + self.coords.len()
+        self.batch.len() + self.coords.len() + self.forwarded.len()
     }
 
     /// Current logical time in ticks.
@@ -456,6 +489,13 @@ impl Replica {
     /// the batch is full, else at the next [`Replica::tick`] or
     /// [`Replica::flush`].
     pub fn propose(&mut self, cmd: Command) -> Output {
+        if let Some(owner) = self.forward_target(&cmd) {
+            let deadline = self.now + self.opts.forward_timeout_ticks;
+            self.forwarded
+                .insert((cmd.client, cmd.request), (cmd.clone(), owner, deadline));
+            self.send(owner, Message::Forward { cmds: vec![cmd] });
+            return self.finish();
+        }
         self.batch.push(cmd);
         if self.batch.len() >= self.opts.batch_size_max {
             self.submit_batch();
@@ -531,6 +571,14 @@ impl Replica {
                 epoch,
                 committed_prefix,
             } => self.on_heartbeat(epoch, committed_prefix),
+            Message::Forward { cmds } => {
+                for cmd in cmds {
+                    self.batch.push(cmd);
+                    if self.batch.len() >= self.opts.batch_size_max {
+                        self.submit_batch();
+                    }
+                }
+            }
         }
         self.finish()
     }
@@ -539,6 +587,7 @@ impl Replica {
     /// retransmissions, fast-path timeouts and recovery triggers.
     pub fn tick(&mut self) -> Output {
         self.now += 1;
+        self.expire_forwarded();
         self.submit_batch();
         self.tick_coordinators();
         self.tick_proposals();
@@ -792,6 +841,18 @@ impl Replica {
         // Steps 2–3: D0 and the own PreAccept, in one atomic step (§1.5).
         let d0 = self.local_deps(&batch, id);
         assert!(!self.insts.contains_key(&id), "I21: id {id:?} reused");
+        let concurrent: Vec<CmdId> = d0
+            .iter()
+            .copied()
+            .filter(|x| {
+                x.origin != self.me
+                    && self
+                        .insts
+                        .get(x)
+                        .is_some_and(|r| r.phase != Phase::Committed)
+            })
+            .collect();
+        self.mark_contended(&batch, &concurrent);
         self.update(id, |r| {
             r.phase = Phase::PreAccepted;
             r.cmd = Some(Payload::Op(batch.clone()));
@@ -920,6 +981,8 @@ impl Replica {
             }
             d.remove(&id);
             let batch = rec.init_cmd.clone().expect("origin knows its batch");
+            let extra: Vec<CmdId> = d.difference(&rec.init_dep).copied().collect();
+            self.mark_contended(&batch, &extra);
             self.coords.remove(&id);
             self.stats.slow_paths += 1;
             self.propose_value(id, Ballot::initial(id), Payload::Op(batch), d);
@@ -1143,13 +1206,87 @@ impl Replica {
     fn emit_executions(&mut self, ready: Vec<CmdId>) {
         for x in ready {
             match &self.insts[&x].cmd {
-                Some(Payload::Op(batch)) => self.out.executions.push(Execution {
-                    id: x,
-                    batch: batch.clone(),
-                }),
+                Some(Payload::Op(batch)) => {
+                    if !self.forwarded.is_empty() {
+                        for c in batch.iter() {
+                            self.forwarded.remove(&(c.client, c.request));
+                        }
+                    }
+                    self.out.executions.push(Execution {
+                        id: x,
+                        batch: batch.clone(),
+                    })
+                }
                 other => panic!("executor returned {x:?} with payload {other:?}"),
             }
         }
+    }
+
+    // ----------------------------------------------------------------------
+    // Contention routing (`Options::forward_contended`)
+
+    /// The owner replica of `key`: a fixed hash every replica agrees on.
+    fn owner_of(&self, key: &str) -> NodeId {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let members = self.config.members();
+        members[(h % members.len() as u64) as usize]
+    }
+
+    /// Where `cmd` should be submitted, if not here.
+    fn forward_target(&self, cmd: &Command) -> Option<NodeId> {
+        if !self.opts.forward_contended || self.forwarded.len() >= self.opts.forwarded_max {
+            return None;
+        }
+        let key = cmd
+            .keys
+            .iter()
+            .find(|(k, _)| self.contended.get(k).is_some_and(|&t| t >= self.now))?;
+        let owner = self.owner_of(&key.0);
+        let suspect = self.suspect.get(&owner).is_some_and(|&t| t >= self.now);
+        (owner != self.me && !suspect).then_some(owner)
+    }
+
+    /// Marks the keys `batch` shares with the batches of `others` contended.
+    fn mark_contended(&mut self, batch: &[Command], others: &[CmdId]) {
+        if !self.opts.forward_contended || others.is_empty() {
+            return;
+        }
+        let until = self.now + self.opts.contention_ticks;
+        for x in others {
+            let Some(other) = self.insts.get(x).and_then(|r| r.init_cmd.clone()) else {
+                continue;
+            };
+            for c in batch {
+                for (k, _) in &c.keys {
+                    if other.iter().any(|o| o.keys.iter().any(|(ok, _)| ok == k)) {
+                        self.contended.insert(k.clone(), until);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Submits locally every forwarded command whose owner did not get it
+    /// executed in time, and stops using that owner for a while.
+    fn expire_forwarded(&mut self) {
+        let now = self.now;
+        let late: Vec<(u64, u64)> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (_, _, deadline))| *deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in late {
+            let (cmd, owner, _) = self.forwarded.remove(&k).expect("present");
+            self.suspect.insert(owner, now + self.opts.contention_ticks);
+            self.batch.push(cmd);
+        }
+        self.contended.retain(|_, until| *until >= now);
+        self.suspect.retain(|_, until| *until >= now);
     }
 
     fn send_commit_to(&mut self, to: NodeId, id: CmdId) {
