@@ -1,0 +1,79 @@
+//! I7 Fast-path discipline (epaxos.md §6 I7; [P: Fig. 3 l. 20–23]).
+//!
+//! A fast-path commit (the origin moving from PreAccepted straight to
+//! Committed at the initial ballot, not because a Commit arrived) has
+//! `dep = D0`; at that moment the origin's `bal` was still initial and
+//! ≥ n−e processes, the origin included, had replied `PreAcceptOk(id, D0)`
+//! to the origin's current incarnation (counted from delivered messages).
+//!
+//! Note: the spec's literal "a Commit at the initial ballot has dep = D0"
+//! does not hold for slow-path commits at the initial ballot (§3.4 SLOW
+//! commits `∪ Dq` at `initial`), so only the fast branch is checked here.
+
+use super::{ensure, Check, Ghost, Input, WriteCtx};
+use synod_epaxos::Message;
+use synod_types::{NodeId, Phase};
+
+/// Invariant name.
+pub const NAME: &str = "I7 Fast-path discipline";
+
+/// A message is delivered to `to`; remember matching PreAcceptOks at the
+/// origin.
+pub fn on_deliver(ghost: &mut Ghost, to: NodeId, from: NodeId, msg: &Message) {
+    if let Message::PreAcceptOk { id, dep } = msg {
+        if id.origin == to && ghost.orig.get(id).is_some_and(|o| &o.dep == dep) {
+            ghost.pre_accept_ok.entry(*id).or_default().insert(from);
+        }
+    }
+}
+
+/// A write at the step it was made.
+pub fn on_write(ghost: &mut Ghost, ctx: &WriteCtx<'_>) -> Check {
+    let rec = ctx.rec;
+    let Some(prev) = ctx.prev else {
+        return Ok(());
+    };
+    let via_commit_msg = matches!(ctx.input, Input::Step { kind: "Commit", .. });
+    let fast = ctx.node == ctx.id.origin
+        && rec.phase == Phase::Committed
+        && prev.phase == Phase::PreAccepted
+        && rec.abal.is_initial()
+        && !via_commit_msg;
+    if !fast {
+        return Ok(());
+    }
+    let id = ctx.id;
+    ensure(rec.dep == prev.init_dep, NAME, || {
+        format!(
+            "{id:?} fast-committed with dep {:?} ≠ D0 {:?}",
+            rec.dep, prev.init_dep
+        )
+    })?;
+    if let Some(o) = ghost.orig.get(&id) {
+        ensure(rec.dep == o.dep, NAME, || {
+            format!(
+                "{id:?} fast-committed with dep {:?} ≠ orig D0 {:?}",
+                rec.dep, o.dep
+            )
+        })?;
+    }
+    ensure(prev.bal.is_initial(), NAME, || {
+        format!(
+            "{id:?} fast-committed after the origin joined {:?}",
+            prev.bal
+        )
+    })?;
+    let others = ghost
+        .pre_accept_ok
+        .get(&id)
+        .map_or(0, |s| s.iter().filter(|n| **n != ctx.node).count());
+    let need = ghost.fast_quorum();
+    ensure(others + 1 >= need, NAME, || {
+        format!(
+            "{id:?} fast-committed with {} matching PreAcceptOk(D0) (origin included), fast quorum is {need}",
+            others + 1
+        )
+    })?;
+    ghost.fast_pending[ctx.node as usize].insert(id);
+    Ok(())
+}

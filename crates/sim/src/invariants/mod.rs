@@ -1,0 +1,600 @@
+//! Invariant checkers, one per file, each citing its source.
+//!
+//! The simulator calls the hooks of [`Checker`] at every point where the
+//! simulated world changes, and each hook checks only what changed
+//! (incremental checking keeps 500 seeds × 10k steps within `cargo test`
+//! time):
+//!
+//! | hook | when | what it sees |
+//! |---|---|---|
+//! | [`Checker::on_output`] | a replica returned an `Output` | the writes (against the record they replace), the messages as created, the executions as produced |
+//! | [`Checker::on_durable`] | an fsync made a write durable | the new durable record |
+//! | [`Checker::on_send`] | a message was released into the network | the message |
+//! | [`Checker::on_deliver`] | a message reaches a live replica | the message and the receiver's state before the step |
+//! | [`Checker::on_apply`] | an execution was applied to a state machine | the commands, their outcomes |
+//! | [`Checker::on_crash`] / [`Checker::on_restart`] | a crash / a restart | the discarded outputs / the rebuilt replica |
+//! | [`Checker::final_checks`] | quiescence after the heal | everything (O(state)) |
+//!
+//! **Ghost state** ([`Ghost`], epaxos.md §6): `orig(id)` from the origin's
+//! submit write; per `(id, ballot)` who durably accepted which value;
+//! `chosen(id)`; the first durable commit of every id (surviving crashes);
+//! per key the committed non-Nop ids; submit steps. Votes, commits and
+//! choices are taken from *durable* records: a write that a crash can
+//! discard before anything depended on it is not a vote (epaxos.md §2.4).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use synod_epaxos::{Envelope, InstanceRecord, Message, Output, Write};
+use synod_types::{Access, Ballot, Batch, CmdId, Command, Deps, Key, NodeId, Payload};
+
+use crate::clients::Clients;
+use crate::node::{PendingOutput, SimNode};
+
+pub mod agreement;
+pub mod ballot_monotonicity;
+pub mod chosen_stability;
+pub mod commit_soundness;
+pub mod committed_immutability;
+pub mod consistent_order;
+pub mod durability;
+pub mod exactly_once;
+pub mod exclusive_claims;
+pub mod execution_well_formed;
+pub mod fast_path_discipline;
+pub mod id_uniqueness;
+pub mod linearizable;
+pub mod no_execution_before_commit;
+pub mod no_oversell;
+pub mod nop_shape;
+pub mod one_proposal_per_ballot;
+pub mod payload_integrity;
+pub mod phase_monotonicity;
+pub mod pre_accept_discipline;
+pub mod progress;
+pub mod promise_discipline;
+pub mod real_time_order;
+pub mod single_chosen_value;
+pub mod state_machine_equality;
+pub mod visibility;
+
+/// A failed check: which invariant, and what was seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fail {
+    /// Invariant name, e.g. "I1 Agreement".
+    pub invariant: &'static str,
+    /// Human-readable description.
+    pub message: String,
+}
+
+/// The result of one check.
+pub type Check = Result<(), Fail>;
+
+/// Fails `invariant` with the message built by `msg` unless `cond` holds.
+pub fn ensure(cond: bool, invariant: &'static str, msg: impl FnOnce() -> String) -> Check {
+    if cond {
+        Ok(())
+    } else {
+        Err(Fail {
+            invariant,
+            message: msg(),
+        })
+    }
+}
+
+/// What the origin proposed: `orig(id) = (c, D0)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Orig {
+    /// The batch `c`.
+    pub batch: Batch,
+    /// The origin's initial deps `D0`.
+    pub dep: Deps,
+}
+
+/// The first durable commit of an id anywhere.
+#[derive(Clone, Debug)]
+pub struct CommitInfo {
+    /// Committed payload.
+    pub payload: Payload,
+    /// Committed deps.
+    pub dep: Deps,
+    /// Step of the first durable commit.
+    pub step: u64,
+}
+
+/// A chosen value (epaxos.md §6: n−f durable votes at one ballot, or the
+/// origin's fast-path commit at the initial ballot).
+#[derive(Clone, Debug)]
+pub struct Chosen {
+    /// Payload.
+    pub payload: Payload,
+    /// Deps.
+    pub dep: Deps,
+    /// Lowest ballot at which it was seen chosen.
+    pub ballot: Ballot,
+}
+
+/// What the replica was asked to do in the step that produced an output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// `propose`.
+    Propose,
+    /// `flush`.
+    Flush,
+    /// `tick`.
+    Tick,
+    /// `recover(id)`.
+    Recover(CmdId),
+    /// `step(from, msg)`.
+    Step {
+        /// sender
+        from: NodeId,
+        /// `msg.kind()`
+        kind: &'static str,
+        /// `msg.id()`
+        id: Option<CmdId>,
+    },
+}
+
+/// Ghost state shared by the checkers (epaxos.md §6 "Ghost state").
+#[derive(Debug, Default)]
+pub struct Ghost {
+    /// Replicas.
+    pub n: usize,
+    /// Crash tolerance.
+    pub f: usize,
+    /// Fast-path tolerance.
+    pub e: usize,
+    /// `orig(id)`, set when the origin's submit write becomes durable or
+    /// anything of its output is released, whichever is first.
+    pub orig: HashMap<CmdId, Orig>,
+    /// Submissions not yet durable or released, per origin (lost on crash).
+    pub pending_orig: Vec<BTreeMap<CmdId, Orig>>,
+    /// Step at which the origin created each id.
+    pub created_step: HashMap<CmdId, u64>,
+    /// First durable commit of each id.
+    pub committed: HashMap<CmdId, CommitInfo>,
+    /// Per conflict key, the committed non-Nop ids touching it, in
+    /// first-commit order.
+    pub committed_by_key: HashMap<Key, Vec<CmdId>>,
+    /// `chosen(id)`.
+    pub chosen: HashMap<CmdId, Chosen>,
+    /// Per `(id, ballot)`: each voter and the fingerprint of its value.
+    pub votes: HashMap<(CmdId, Ballot), Vec<(NodeId, u64)>>,
+    /// Per node: fast-path commits not yet durable.
+    pub fast_pending: Vec<HashSet<CmdId>>,
+    /// Per id: senders of `PreAcceptOk(id, D0)` delivered to the origin's
+    /// current incarnation.
+    pub pre_accept_ok: HashMap<CmdId, BTreeSet<NodeId>>,
+}
+
+impl Ghost {
+    /// Slow quorum `n − f`.
+    pub fn slow_quorum(&self) -> usize {
+        self.n - self.f
+    }
+    /// Fast quorum `n − e`.
+    pub fn fast_quorum(&self) -> usize {
+        self.n - self.e
+    }
+}
+
+/// A 64-bit fingerprint of a `(payload, deps)` value (SipHash with fixed
+/// keys: deterministic across runs).
+pub fn fingerprint(payload: &Payload, dep: &Deps) -> u64 {
+    let mut h = DefaultHasher::new();
+    payload.hash(&mut h);
+    dep.hash(&mut h);
+    h.finish()
+}
+
+/// The keys of a batch with the strongest access per key, sorted.
+pub fn keys_of(batch: &[Command]) -> Vec<(Key, Access)> {
+    let mut m: BTreeMap<&Key, Access> = BTreeMap::new();
+    for c in batch {
+        for (k, a) in &c.keys {
+            let slot = m.entry(k).or_insert(*a);
+            *slot = (*slot).max(*a);
+        }
+    }
+    m.into_iter().map(|(k, a)| (k.clone(), a)).collect()
+}
+
+/// Short description of a payload for messages.
+pub fn show_payload(p: &Option<Payload>) -> String {
+    match p {
+        None => "⊥".into(),
+        Some(Payload::Nop) => "Nop".into(),
+        Some(Payload::Op(b)) => {
+            let reqs: Vec<String> = b
+                .iter()
+                .map(|c| format!("c{}r{}", c.client, c.request))
+                .collect();
+            format!("Op[{}]", reqs.join(","))
+        }
+    }
+}
+
+/// Short description of a record for messages.
+pub fn show_record(r: &InstanceRecord) -> String {
+    format!(
+        "{{bal {:?} abal {:?} {:?} cmd {} dep {:?} init_dep {:?} init_cmd {}}}",
+        r.bal,
+        r.abal,
+        r.phase,
+        show_payload(&r.cmd),
+        r.dep,
+        r.init_dep,
+        if r.init_cmd.is_some() { "set" } else { "⊥" }
+    )
+}
+
+/// `keep!(self, check)`: returns early with the failure unless it is
+/// disabled.
+macro_rules! keep {
+    ($self:ident, $e:expr) => {{
+        let r = $e;
+        $self.keep(r)?;
+    }};
+}
+
+/// One write as the write checkers see it.
+pub struct WriteCtx<'a> {
+    /// Writing node.
+    pub node: NodeId,
+    /// Step number.
+    pub step: u64,
+    /// What the replica was doing.
+    pub input: Input,
+    /// Instance.
+    pub id: CmdId,
+    /// The record it replaces (as last written by this incarnation, or
+    /// durable), if any.
+    pub prev: Option<&'a InstanceRecord>,
+    /// The new record.
+    pub rec: &'a InstanceRecord,
+}
+
+/// One command applied to a state machine.
+pub struct Applied<'a> {
+    /// The command.
+    pub cmd: &'a Command,
+    /// The state machine's outcome.
+    pub outcome: &'a synod_decision::Outcome,
+    /// False if the session layer recognised it as a retry or a stale
+    /// request (nothing applied).
+    pub fresh: bool,
+}
+
+/// All checkers and their state.
+pub struct Checker {
+    /// Ghost state.
+    pub ghost: Ghost,
+    disabled: Vec<&'static str>,
+    one_proposal: one_proposal_per_ballot::State,
+    order: consistent_order::State,
+    sm: state_machine_equality::State,
+    claims: exclusive_claims::State,
+    stock: no_oversell::State,
+    once: exactly_once::State,
+}
+
+impl Checker {
+    /// Checkers for `n` replicas tolerating `f` (`e` on the fast path).
+    /// Violations of `disabled` invariants are ignored.
+    pub fn new(n: usize, f: usize, e: usize, disabled: Vec<&'static str>) -> Self {
+        Checker {
+            ghost: Ghost {
+                n,
+                f,
+                e,
+                pending_orig: vec![BTreeMap::new(); n],
+                fast_pending: vec![HashSet::new(); n],
+                ..Ghost::default()
+            },
+            disabled,
+            one_proposal: Default::default(),
+            order: consistent_order::State::new(n),
+            sm: Default::default(),
+            claims: exclusive_claims::State::new(n),
+            stock: no_oversell::State::new(n),
+            once: exactly_once::State::new(n),
+        }
+    }
+
+    fn keep(&self, r: Check) -> Check {
+        match r {
+            Err(f) if self.disabled.contains(&f.invariant) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// A replica returned `out` for `input`. `node` is in its state before
+    /// `out` was queued (its pending list does not hold `out` yet); its
+    /// replica is in the state after the step.
+    pub fn on_output(&mut self, node: &SimNode, step: u64, input: Input, out: &Output) -> Check {
+        let me = node.id;
+        let mut submitted: Vec<CmdId> = Vec::new();
+        for (i, w) in out.writes.iter().enumerate() {
+            let Write::Instance { id, record } = w else {
+                continue;
+            };
+            let prev = out.writes[..i]
+                .iter()
+                .rev()
+                .find_map(|w| match w {
+                    Write::Instance { id: pid, record } if pid == id => Some(&**record),
+                    _ => None,
+                })
+                .or_else(|| node.volatile_record(*id));
+            let ctx = WriteCtx {
+                node: me,
+                step,
+                input,
+                id: *id,
+                prev,
+                rec: record,
+            };
+            if id_uniqueness::is_submission(&ctx) {
+                submitted.push(*id);
+                self.ghost.created_step.entry(*id).or_insert(step);
+                self.ghost.pending_orig[me as usize].insert(
+                    *id,
+                    Orig {
+                        batch: record.init_cmd.clone().expect("submission has init_cmd"),
+                        dep: record.init_dep.clone(),
+                    },
+                );
+            }
+            keep!(self, nop_shape::on_write(&ctx));
+            keep!(self, payload_integrity::on_write(&self.ghost, &ctx));
+            keep!(self, ballot_monotonicity::on_write(&ctx));
+            keep!(self, phase_monotonicity::on_write(&ctx));
+            keep!(self, committed_immutability::on_write(&ctx));
+            keep!(self, pre_accept_discipline::on_write(&ctx));
+            keep!(self, fast_path_discipline::on_write(&mut self.ghost, &ctx));
+            keep!(self, agreement::on_volatile_write(&self.ghost, &ctx));
+        }
+        keep!(self, id_uniqueness::on_output(node, &submitted, out));
+        let replica = node.replica.as_ref().expect("output of a live replica");
+        for env in &out.messages {
+            keep!(self, promise_discipline::on_create(replica, me, env));
+        }
+        if !out.executions.is_empty() {
+            keep!(
+                self,
+                no_execution_before_commit::on_output(replica, me, out)
+            );
+            keep!(self, execution_well_formed::on_output(node, replica, out));
+        }
+        Ok(())
+    }
+
+    /// Something of `node`'s outputs is being released (its fsync ran, or
+    /// the broken variant releases at step time): its submissions are now
+    /// observable, so `orig` is fixed.
+    pub fn on_release_point(&mut self, node: NodeId) -> Check {
+        let pending = std::mem::take(&mut self.ghost.pending_orig[node as usize]);
+        for (id, o) in pending {
+            keep!(self, id_uniqueness::on_orig(&mut self.ghost, id, o));
+        }
+        Ok(())
+    }
+
+    /// A write of `node` became durable.
+    pub fn on_durable(
+        &mut self,
+        node: NodeId,
+        step: u64,
+        id: CmdId,
+        rec: &InstanceRecord,
+    ) -> Check {
+        use synod_types::Phase;
+        // Only Accepted records are votes: a Committed record's `abal` may
+        // have been raised by a Commit or a re-Accept (§3.7) without a vote
+        // for that ballot's proposal.
+        if rec.phase == Phase::Accepted {
+            let (payload, dep) = (rec.cmd.as_ref().expect("accepted payload"), &rec.dep);
+            let fp = fingerprint(payload, dep);
+            keep!(
+                self,
+                one_proposal_per_ballot::on_vote(&self.ghost, node, id, rec.abal, fp)
+            );
+            keep!(
+                self,
+                single_chosen_value::on_vote(&mut self.ghost, node, id, rec.abal, payload, dep, fp,)
+            );
+        }
+        if rec.phase == Phase::Committed {
+            if self.ghost.fast_pending[node as usize].remove(&id) {
+                keep!(
+                    self,
+                    single_chosen_value::on_fast_commit(&mut self.ghost, id, rec)
+                );
+            }
+            let first = !self.ghost.committed.contains_key(&id);
+            keep!(
+                self,
+                agreement::on_durable_commit(&self.ghost, node, id, rec)
+            );
+            if first {
+                let payload = rec.cmd.clone().expect("committed payload");
+                if let Payload::Op(batch) = &payload {
+                    keep!(
+                        self,
+                        visibility::on_first_commit(&self.ghost, id, batch, &rec.dep)
+                    );
+                    keep!(
+                        self,
+                        real_time_order::on_first_commit(&self.ghost, id, batch, &rec.dep)
+                    );
+                    let mut seen = HashSet::new();
+                    for (k, _) in keys_of(batch) {
+                        if seen.insert(k.clone()) {
+                            self.ghost.committed_by_key.entry(k).or_default().push(id);
+                        }
+                    }
+                }
+                self.ghost.committed.insert(
+                    id,
+                    CommitInfo {
+                        payload,
+                        dep: rec.dep.clone(),
+                        step,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `from` releases `env` into the network.
+    pub fn on_send(&mut self, from: &SimNode, env: &Envelope) -> Check {
+        match &env.msg {
+            Message::Accept {
+                ballot,
+                id,
+                payload,
+                dep,
+            } => {
+                keep!(self, nop_shape::on_send(&env.msg));
+                keep!(
+                    self,
+                    chosen_stability::on_send_accept(&self.ghost, *id, *ballot, payload, dep,)
+                );
+                keep!(
+                    self,
+                    self.one_proposal
+                        .on_send_accept(from.id, *id, *ballot, payload, dep,)
+                );
+            }
+            Message::Commit {
+                ballot,
+                id,
+                payload,
+                dep,
+            } => {
+                keep!(self, nop_shape::on_send(&env.msg));
+                keep!(
+                    self,
+                    commit_soundness::on_send_commit(
+                        &self.ghost,
+                        from.id,
+                        *id,
+                        *ballot,
+                        payload,
+                        dep,
+                    )
+                );
+                keep!(
+                    self,
+                    one_proposal_per_ballot::on_send_commit(from, *id, payload, dep,)
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `msg` from `from` is about to be stepped by `to`.
+    pub fn on_deliver(&mut self, to: &SimNode, from: NodeId, msg: &Message) -> Check {
+        fast_path_discipline::on_deliver(&mut self.ghost, to.id, from, msg);
+        {
+            keep!(self, committed_immutability::on_deliver(to, msg));
+            Ok(())
+        }
+    }
+
+    /// `node` applied execution `id` with these per-command results; `app`
+    /// is its state machine afterwards.
+    pub fn on_apply(
+        &mut self,
+        node: NodeId,
+        id: CmdId,
+        batch: &[Command],
+        applied: &[Applied<'_>],
+        app: &synod_decision::StateMachine,
+        clients: &Clients,
+    ) -> Check {
+        keep!(self, self.order.on_apply(node, id, batch));
+        keep!(self, self.once.on_apply(node, applied));
+        keep!(self, self.sm.on_apply(node, applied));
+        keep!(self, self.stock.on_apply(node, applied, app, clients));
+        keep!(self, self.claims.on_apply(node, applied, app, clients));
+        Ok(())
+    }
+
+    /// `node` crashed, discarding `lost`.
+    pub fn on_crash(&mut self, node: NodeId, lost: &[PendingOutput]) -> Check {
+        self.ghost.pending_orig[node as usize].clear();
+        self.ghost.fast_pending[node as usize].clear();
+        self.ghost.pre_accept_ok.retain(|id, _| id.origin != node);
+        {
+            keep!(self, durability::on_crash(node, lost));
+            Ok(())
+        }
+    }
+
+    /// `node` was rebuilt from its durable state.
+    pub fn on_restart(&mut self, node: &SimNode) -> Check {
+        {
+            keep!(self, durability::on_restart(node));
+            Ok(())
+        }
+    }
+
+    /// O(state) checks at quiescence.
+    pub fn final_checks(
+        &mut self,
+        nodes: &[SimNode],
+        clients: &Clients,
+        linearizability_budget: u64,
+    ) -> Check {
+        keep!(self, agreement::final_check(&self.ghost, nodes));
+        keep!(self, execution_well_formed::final_check(nodes));
+        keep!(self, self.order.final_check(nodes));
+        keep!(self, state_machine_equality::final_check(nodes));
+        keep!(self, self.once.final_check(clients));
+        keep!(self, self.stock.final_check(nodes));
+        keep!(
+            self,
+            linearizable::final_check(clients, linearizability_budget)
+        );
+        Ok(())
+    }
+
+    /// True if `name` is disabled.
+    pub fn is_disabled(&self, name: &str) -> bool {
+        self.disabled.contains(&name)
+    }
+}
+
+/// Every invariant name this module can report, for `--disable`.
+pub const ALL: &[&str] = &[
+    agreement::NAME,
+    visibility::NAME,
+    single_chosen_value::NAME,
+    commit_soundness::NAME,
+    chosen_stability::NAME,
+    one_proposal_per_ballot::NAME,
+    fast_path_discipline::NAME,
+    nop_shape::NAME,
+    payload_integrity::NAME,
+    ballot_monotonicity::NAME,
+    phase_monotonicity::NAME,
+    committed_immutability::NAME,
+    pre_accept_discipline::NAME,
+    promise_discipline::NAME,
+    no_execution_before_commit::NAME,
+    execution_well_formed::NAME,
+    consistent_order::NAME,
+    real_time_order::NAME,
+    state_machine_equality::NAME,
+    durability::NAME,
+    id_uniqueness::NAME,
+    no_oversell::NAME,
+    exclusive_claims::NAME,
+    exactly_once::NAME,
+    linearizable::NAME,
+    progress::NAME,
+];

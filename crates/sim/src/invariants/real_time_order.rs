@@ -1,0 +1,51 @@
+//! I18 Real-time order (epaxos.md §6 I18, §3.9; [inferred]).
+//!
+//! If a was replied to before b was submitted, a ⋈ b and b commits
+//! non-Nop, then `a ∈ dep(b)` (and so, by I16, a precedes b in every
+//! `exec_p`). Checked in the stronger form the argument of §3.9 gives: for
+//! every conflicting non-Nop a whose first durable commit happened before
+//! b was created (a reply needs a commit, and a's deps are fixed at its
+//! commit, before b existed, so Visibility forces `a ∈ dep(b)`).
+
+use super::{ensure, keys_of, Check, Ghost};
+use std::collections::HashSet;
+use synod_types::{batches_conflict, CmdId, Command, Deps, Payload};
+
+/// Invariant name.
+pub const NAME: &str = "I18 Real-time order";
+
+/// `id` is committed for the first time, as `(batch, dep)`.
+pub fn on_first_commit(ghost: &Ghost, id: CmdId, batch: &[Command], dep: &Deps) -> Check {
+    let Some(&created) = ghost.created_step.get(&id) else {
+        return Ok(());
+    };
+    let mut seen: HashSet<CmdId> = HashSet::new();
+    for (k, _) in keys_of(batch) {
+        let Some(list) = ghost.committed_by_key.get(&k) else {
+            continue;
+        };
+        // `list` is in first-commit order, so its commit steps ascend.
+        for a in list {
+            let c = &ghost.committed[a];
+            if c.step >= created {
+                break;
+            }
+            if !seen.insert(*a) {
+                continue;
+            }
+            let Payload::Op(ab) = &c.payload else {
+                continue;
+            };
+            if batches_conflict(batch, ab) {
+                ensure(dep.contains(a), NAME, || {
+                    format!(
+                        "{id:?} (created at step {created}) commits without {a:?} in its deps, \
+                         though {a:?} was committed at step {} (key {k:?})",
+                        c.step
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! `synod-sim`: run the deterministic simulator from the command line.
+//!
+//! ```text
+//! synod-sim --seeds 1000 --replicas 5 --conflict-rate 0.3
+//! synod-sim --seed 42 --replicas 3 --conflict-rate 0.1 --steps 10000   # replay one seed, full trace
+//! ```
+//!
+//! Exits non-zero on any violation, after printing the replay command and
+//! the trace. Seeds run on `--threads` OS threads (default 2).
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use synod_sim::network::FaultCounts;
+use synod_sim::{invariants, parse_mutation, run, Profile, RunReport, SimConfig};
+
+const USAGE: &str = "\
+usage: synod-sim [options]
+  --seeds N                 run seeds first..first+N (default 100)
+  --first-seed S            first seed for --seeds (default 0)
+  --seed S                  run one seed and print its full trace on a violation
+  --replicas 3|5|7          replicas (default 3)
+  --conflict-rate R         0.0..=1.0, share of decisions on the hot keys (default 0.1)
+  --steps N                 fault-phase steps per seed (default 10000)
+  --heal-steps N            step budget to quiesce after the heal (default 200000)
+  --clients N               closed-loop clients (default 6)
+  --no-faults               no message faults, crashes or partitions
+  --profile NAME            fault mix: default | duel | split | crashy
+  --thrifty                 thrifty mode of the core
+  --mutation NAME           broken core: single-ballot | fast-quorum-too-small
+  --release-before-durable  broken harness: release outputs before their fsync
+  --disable NAME            ignore violations of an invariant (repeatable)
+  --trace-lines N           trace lines kept for a report (default 200; --seed keeps all)
+  --threads N               worker threads for --seeds (default 2)
+  --keep-going              do not stop at the first violating seed
+  -h, --help                this text";
+
+struct Args {
+    config: SimConfig,
+    seeds: u64,
+    first_seed: u64,
+    single: Option<u64>,
+    threads: usize,
+    keep_going: bool,
+    trace_lines_set: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        config: SimConfig::new(0),
+        seeds: 100,
+        first_seed: 0,
+        single: None,
+        threads: 2,
+        keep_going: false,
+        trace_lines_set: false,
+    };
+    let mut it = std::env::args().skip(1);
+    fn value<T: std::str::FromStr>(
+        it: &mut impl Iterator<Item = String>,
+        flag: &str,
+    ) -> Result<T, String> {
+        let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
+    }
+    while let Some(flag) = it.next() {
+        let c = &mut a.config;
+        match flag.as_str() {
+            "--seeds" => a.seeds = value(&mut it, &flag)?,
+            "--first-seed" => a.first_seed = value(&mut it, &flag)?,
+            "--seed" => a.single = Some(value(&mut it, &flag)?),
+            "--replicas" => {
+                c.replicas = value(&mut it, &flag)?;
+                if ![3, 5, 7].contains(&c.replicas) {
+                    return Err("--replicas must be 3, 5 or 7".into());
+                }
+            }
+            "--conflict-rate" => {
+                c.conflict_rate = value(&mut it, &flag)?;
+                if !(0.0..=1.0).contains(&c.conflict_rate) {
+                    return Err("--conflict-rate must be in 0.0..=1.0".into());
+                }
+            }
+            "--steps" => c.steps = value(&mut it, &flag)?,
+            "--heal-steps" => c.heal_steps_max = value(&mut it, &flag)?,
+            "--clients" => {
+                c.clients = value(&mut it, &flag)?;
+                if c.clients == 0 {
+                    return Err("--clients must be at least 1".into());
+                }
+            }
+            "--no-faults" => c.faults.enabled = false,
+            "--profile" => {
+                let name: String = value(&mut it, &flag)?;
+                let p = Profile::parse(&name).ok_or(format!("unknown profile {name:?}"))?;
+                let enabled = c.faults.enabled;
+                *c = c.clone().with_profile(p);
+                c.faults.enabled = enabled;
+            }
+            "--thrifty" => c.thrifty = true,
+            "--mutation" => {
+                let name: String = value(&mut it, &flag)?;
+                c.mutation =
+                    Some(parse_mutation(&name).ok_or(format!("unknown mutation {name:?}"))?);
+            }
+            "--release-before-durable" => c.release_before_durable = true,
+            "--disable" => {
+                let name: String = value(&mut it, &flag)?;
+                let known = invariants::ALL.iter().find(|n| **n == name).ok_or(format!(
+                    "unknown invariant {name:?}; known: {:?}",
+                    invariants::ALL
+                ))?;
+                c.disabled_invariants.push(known);
+            }
+            "--trace-lines" => {
+                c.trace_lines = value(&mut it, &flag)?;
+                a.trace_lines_set = true;
+            }
+            "--threads" => a.threads = value::<usize>(&mut it, &flag)?.max(1),
+            "--keep-going" => a.keep_going = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+#[derive(Default)]
+struct Totals {
+    seeds: u64,
+    steps: u64,
+    faults: FaultCounts,
+    submitted: u64,
+    fast: u64,
+    slow: u64,
+    recoveries: u64,
+    nops: u64,
+    executed: u64,
+    answered: u64,
+    indeterminate: u64,
+    max_pending: usize,
+    max_heal_steps: u64,
+    violations: Vec<RunReport>,
+}
+
+impl Totals {
+    fn add(&mut self, r: RunReport) {
+        self.seeds += 1;
+        self.steps += r.steps;
+        self.faults.add(&r.faults);
+        self.submitted += r.submitted;
+        self.fast += r.fast_commits;
+        self.slow += r.slow_paths;
+        self.recoveries += r.recoveries;
+        self.nops += r.nops;
+        self.executed += r.commands_executed;
+        self.answered += r.requests_answered;
+        self.indeterminate += r.requests_indeterminate;
+        self.max_pending = self.max_pending.max(r.max_pending_execution);
+        self.max_heal_steps = self.max_heal_steps.max(r.heal_steps);
+        if r.violation.is_some() {
+            self.violations.push(r);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{USAGE}");
+            return if e.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    let start = Instant::now();
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    if let Some(seed) = args.single {
+        let mut c = args.config.clone();
+        c.seed = seed;
+        if !args.trace_lines_set {
+            c.trace_lines = 1_000_000;
+        }
+        let r = run(c);
+        totals.lock().expect("totals").add(r);
+    } else {
+        let next = Arc::new(AtomicU64::new(args.first_seed));
+        let stop = Arc::new(AtomicBool::new(false));
+        let end = args.first_seed + args.seeds;
+        let workers: Vec<_> = (0..args.threads)
+            .map(|_| {
+                let (next, stop, totals) = (next.clone(), stop.clone(), totals.clone());
+                let base = args.config.clone();
+                let keep_going = args.keep_going;
+                std::thread::spawn(move || loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        break;
+                    }
+                    let mut c = base.clone();
+                    c.seed = seed;
+                    let r = run(c);
+                    if r.violation.is_some() && !keep_going {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    totals.lock().expect("totals").add(r);
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker thread");
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let t = totals.lock().expect("totals");
+    for r in &t.violations {
+        println!("{}", r.violation.as_ref().expect("violation"));
+    }
+    let f = &t.faults;
+    println!(
+        "seeds: {} in {:.1}s ({:.1} seeds/s); steps: {} ({:.0} steps/s); max heal steps {}",
+        t.seeds,
+        secs,
+        t.seeds as f64 / secs,
+        t.steps,
+        t.steps as f64 / secs,
+        t.max_heal_steps
+    );
+    println!(
+        "faults: dropped {} duplicated {} reordered {} long-delayed {} partition-dropped {} \
+         down-dropped {} partitions {} symmetric + {} one-way, crashes {} restarts {}",
+        f.dropped,
+        f.duplicated,
+        f.reordered,
+        f.long_delayed,
+        f.partition_dropped,
+        f.down_dropped,
+        f.partitions_symmetric,
+        f.partitions_asymmetric,
+        f.crashes,
+        f.restarts
+    );
+    let ratio = if t.submitted == 0 {
+        0.0
+    } else {
+        t.fast as f64 / t.submitted as f64
+    };
+    println!(
+        "instances submitted {}; fast-path ratio {:.4}; slow paths {}; recoveries {}; nops {}; \
+         commands executed {}; requests answered {}, indeterminate {}; max pending execution {}",
+        t.submitted,
+        ratio,
+        t.slow,
+        t.recoveries,
+        t.nops,
+        t.executed,
+        t.answered,
+        t.indeterminate,
+        t.max_pending
+    );
+    if t.violations.is_empty() {
+        println!("0 violations");
+        ExitCode::SUCCESS
+    } else {
+        println!("{} violating seed(s):", t.violations.len());
+        for r in &t.violations {
+            let v = r.violation.as_ref().expect("violation");
+            println!("  seed {}: {}: {}", v.seed, v.invariant, v.replay);
+        }
+        ExitCode::FAILURE
+    }
+}

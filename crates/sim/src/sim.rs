@@ -1,0 +1,886 @@
+//! The event loop: one [`Sim`] is one seeded run.
+//!
+//! A step is one event popped from the queue and processed: a message
+//! delivery, a node's tick, a node's fsync, a client submission or retry, a
+//! chaos decision (crash, partition), a restart or a partition heal. After
+//! `config.steps` steps the heal happens (the GST): faults stop, every
+//! crashed node restarts, links become timely and clients stop issuing new
+//! requests. The run then continues until quiescence (checked every
+//! [`QUIESCENCE_CHECK_EVERY`] steps) or until the heal budget is exhausted,
+//! which is a liveness violation.
+
+use crate::clients::Clients;
+use crate::invariants::{self, progress, Applied, Check, Checker, Fail, Input};
+use crate::network::{EventQueue, Network, Partition, Time};
+use crate::node::{PendingOutput, SimNode};
+use crate::rng::{splitmix64, SimRng};
+use crate::trace::Trace;
+use crate::workload;
+use crate::{Profile, RunReport, SimConfig, Violation};
+use synod_epaxos::{Message, Options, Output, Replica, Stats};
+use synod_types::{CmdId, Command, NodeId, Payload, QuorumConfig};
+
+/// How often (in steps) the heal phase tests for quiescence.
+pub const QUIESCENCE_CHECK_EVERY: u64 = 32;
+
+enum Event {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+    },
+    Tick {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Fsync {
+        node: NodeId,
+        incarnation: u64,
+    },
+    ClientSubmit {
+        client: usize,
+    },
+    ClientRetry {
+        client: usize,
+        request: u64,
+        attempt: u32,
+    },
+    Chaos,
+    Restart {
+        node: NodeId,
+    },
+    PartitionHeal {
+        handle: usize,
+    },
+}
+
+pub(crate) struct Sim {
+    cfg: SimConfig,
+    qc: QuorumConfig,
+    rng: SimRng,
+    workload_rng: SimRng,
+    queue: EventQueue<Event>,
+    net: Network,
+    nodes: Vec<SimNode>,
+    clients: Clients,
+    checker: Checker,
+    trace: Trace,
+    step: u64,
+    healed_at: Option<u64>,
+    violation: Option<Violation>,
+    /// Stats of replica incarnations that crashed (a crash loses them).
+    dead_stats: Stats,
+    max_pending_execution: usize,
+    commands_executed: u64,
+    quiescent: bool,
+}
+
+fn add_stats(acc: &mut Stats, s: &Stats) {
+    acc.submitted += s.submitted;
+    acc.fast_commits += s.fast_commits;
+    acc.slow_paths += s.slow_paths;
+    acc.recoveries += s.recoveries;
+    acc.nops += s.nops;
+    acc.dropped += s.dropped;
+}
+
+/// One-line description of a message for the trace.
+fn describe(msg: &Message) -> String {
+    let pay = |p: &Payload| match p {
+        Payload::Nop => "Nop".to_string(),
+        Payload::Op(b) => format!("Op×{}", b.len()),
+    };
+    match msg {
+        Message::PreAccept { id, dep, .. } => format!("PreAccept {id:?} D0={dep:?}"),
+        Message::PreAcceptOk { id, dep } => format!("PreAcceptOk {id:?} dep={dep:?}"),
+        Message::Accept {
+            ballot,
+            id,
+            payload,
+            dep,
+        } => format!("Accept {id:?} {ballot:?} {} dep={dep:?}", pay(payload)),
+        Message::AcceptOk { ballot, id } => format!("AcceptOk {id:?} {ballot:?}"),
+        Message::Commit {
+            ballot,
+            id,
+            payload,
+            dep,
+        } => format!("Commit {id:?} {ballot:?} {} dep={dep:?}", pay(payload)),
+        Message::Recover { ballot, id } => format!("Recover {id:?} {ballot:?}"),
+        Message::RecoverOk {
+            ballot,
+            id,
+            abal,
+            phase,
+            dep,
+            init_dep,
+            cmd,
+        } => format!(
+            "RecoverOk {id:?} {ballot:?} abal={abal:?} {phase:?} cmd={} dep={dep:?} init_dep={init_dep:?}",
+            invariants::show_payload(cmd)
+        ),
+        Message::Validate { ballot, id, dep, .. } => format!("Validate {id:?} {ballot:?} D={dep:?}"),
+        Message::ValidateOk {
+            ballot,
+            id,
+            conflicts,
+        } => format!("ValidateOk {id:?} {ballot:?} I={conflicts:?}"),
+        Message::Waiting { id, k } => format!("Waiting {id:?} k={k}"),
+        Message::Learn { id } => format!("Learn {id:?}"),
+        Message::Nack { id, bal } => format!("Nack {id:?} bal={bal:?}"),
+        Message::Heartbeat {
+            epoch,
+            committed_prefix,
+        } => format!("Heartbeat e{epoch} {committed_prefix:?}"),
+        Message::Forward { cmds } => {
+            let reqs: Vec<String> = cmds
+                .iter()
+                .map(|c| format!("c{}r{}", c.client, c.request))
+                .collect();
+            format!("Forward [{}]", reqs.join(","))
+        }
+    }
+}
+
+impl Sim {
+    pub(crate) fn new(cfg: SimConfig) -> Sim {
+        let qc = QuorumConfig::standard(cfg.replicas).expect("replicas must be 3, 5 or 7");
+        let mut seed_state = cfg.seed;
+        let rng = SimRng::new(splitmix64(&mut seed_state));
+        let workload_rng = SimRng::new(splitmix64(&mut seed_state));
+        let n = qc.n();
+        let mut sim = Sim {
+            net: Network::new(n, cfg.faults.net.clone(), cfg.faults.enabled),
+            clients: Clients::new(cfg.clients, n),
+            checker: Checker::new(n, qc.f(), qc.e(), cfg.disabled_invariants.clone()),
+            trace: Trace::new(cfg.trace_lines),
+            qc,
+            rng,
+            workload_rng,
+            queue: EventQueue::new(),
+            nodes: Vec::with_capacity(n),
+            step: 0,
+            healed_at: None,
+            violation: None,
+            dead_stats: Stats::default(),
+            max_pending_execution: 0,
+            commands_executed: 0,
+            quiescent: false,
+            cfg,
+        };
+        if !sim.cfg.faults.enabled {
+            let (lo, hi) = (sim.cfg.faults.net.delay_min, sim.cfg.faults.net.delay_max);
+            sim.net = Network::new(n, crate::network::NetConfig::timely(lo, hi), false);
+        }
+        for i in 0..n as NodeId {
+            let replica = Replica::new(i, sim.qc.clone(), sim.options(i, 0));
+            sim.nodes.push(SimNode::new(i, replica));
+            let offset = sim.rng.below(sim.cfg.timing.tick_interval);
+            sim.queue.schedule_at(
+                offset,
+                Event::Tick {
+                    node: i,
+                    incarnation: 0,
+                },
+            );
+        }
+        for c in 0..sim.cfg.clients {
+            let at = sim.rng.below(sim.cfg.timing.tick_interval);
+            sim.queue.schedule_at(at, Event::ClientSubmit { client: c });
+        }
+        if sim.cfg.faults.enabled {
+            sim.queue
+                .schedule_at(sim.cfg.timing.chaos_interval, Event::Chaos);
+        }
+        sim
+    }
+
+    fn options(&self, node: NodeId, incarnation: u64) -> Options {
+        let mut s = self.cfg.seed ^ (u64::from(node) << 48) ^ (incarnation << 32);
+        let mut o = Options {
+            thrifty: self.cfg.thrifty,
+            mutation: self.cfg.mutation,
+            seed: splitmix64(&mut s),
+            ..Options::default()
+        };
+        if self.cfg.profile == Profile::Duel {
+            // Impatient recoverers: more concurrent, duelling recoveries.
+            o.commit_timeout_ticks = 6;
+            o.exec_timeout_ticks = 4;
+            o.recovery_backoff_max_ticks = 8;
+        }
+        o
+    }
+
+    fn now(&self) -> Time {
+        self.queue.now()
+    }
+
+    fn healed(&self) -> bool {
+        self.healed_at.is_some()
+    }
+
+    fn log(&mut self, f: impl FnOnce() -> String) {
+        if self.trace.enabled() {
+            let line = format!("#{} t{} {}", self.step, self.now(), f());
+            self.trace.push(line);
+        }
+    }
+
+    fn fail(&mut self, f: Fail) {
+        if self.violation.is_none() {
+            self.log(|| format!("VIOLATION {}: {}", f.invariant, f.message));
+            self.violation = Some(Violation {
+                seed: self.cfg.seed,
+                invariant: f.invariant,
+                message: f.message,
+                step: self.step,
+                time: self.now(),
+                trace: self.trace.snapshot(),
+                replay: self.cfg.replay_command(),
+            });
+        }
+    }
+
+    fn check(&mut self, r: Check) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(f) => {
+                self.fail(f);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn run(mut self) -> RunReport {
+        loop {
+            if self.healed_at.is_none() && self.step >= self.cfg.steps {
+                self.heal();
+            }
+            let Some((_, ev)) = self.queue.pop() else {
+                break;
+            };
+            self.step += 1;
+            self.process(ev);
+            if self.violation.is_some() {
+                break;
+            }
+            if let Some(h) = self.healed_at {
+                let since = self.step - h;
+                if since % QUIESCENCE_CHECK_EVERY == 0 {
+                    if progress::missing(&self.nodes, &self.checker.ghost, &self.clients).is_none()
+                    {
+                        self.quiescent = true;
+                        self.log(|| "quiescent: running final checks".into());
+                        let r = self.checker.final_checks(
+                            &self.nodes,
+                            &self.clients,
+                            self.cfg.linearizability_budget,
+                        );
+                        self.check(r);
+                        break;
+                    }
+                    if since >= self.cfg.heal_steps_max {
+                        let what =
+                            progress::missing(&self.nodes, &self.checker.ghost, &self.clients)
+                                .unwrap_or_default();
+                        let budget = self.cfg.heal_steps_max;
+                        self.fail(Fail {
+                            invariant: progress::NAME,
+                            message: format!("not quiescent {budget} steps after the heal: {what}"),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        self.report()
+    }
+
+    fn report(&self) -> RunReport {
+        let mut stats = self.dead_stats.clone();
+        for n in &self.nodes {
+            if let Some(r) = &n.replica {
+                add_stats(&mut stats, r.stats());
+            }
+        }
+        RunReport {
+            seed: self.cfg.seed,
+            steps: self.step,
+            heal_steps: self.healed_at.map_or(0, |h| self.step - h),
+            end_time: self.now(),
+            faults: self.net.counts.clone(),
+            submitted: stats.submitted,
+            fast_commits: stats.fast_commits,
+            slow_paths: stats.slow_paths,
+            recoveries: stats.recoveries,
+            nops: stats.nops,
+            commands_executed: self.commands_executed,
+            max_pending_execution: self.max_pending_execution,
+            requests_answered: self.clients.answered,
+            requests_indeterminate: self.clients.indeterminate,
+            quiescent: self.quiescent,
+            violation: self.violation.clone(),
+        }
+    }
+
+    fn process(&mut self, ev: Event) {
+        match ev {
+            Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Event::Tick { node, incarnation } => {
+                let n = &self.nodes[node as usize];
+                if !n.is_up() || n.incarnation != incarnation {
+                    return;
+                }
+                let out = self.nodes[node as usize]
+                    .replica
+                    .as_mut()
+                    .expect("up")
+                    .tick();
+                self.handle_output(node, Input::Tick, out);
+                let next = self.cfg.timing.tick_interval;
+                self.queue
+                    .schedule_in(next, Event::Tick { node, incarnation });
+            }
+            Event::Fsync { node, incarnation } => {
+                if self.nodes[node as usize].incarnation == incarnation {
+                    self.fsync(node);
+                }
+            }
+            Event::ClientSubmit { client } => self.client_submit(client),
+            Event::ClientRetry {
+                client,
+                request,
+                attempt,
+            } => {
+                let current = self.clients.clients[client]
+                    .outstanding
+                    .as_ref()
+                    .is_some_and(|o| o.request == request && o.attempt == attempt);
+                if current {
+                    self.client_retry(client);
+                }
+            }
+            Event::Chaos => self.chaos(),
+            Event::Restart { node } => {
+                if !self.nodes[node as usize].is_up() {
+                    self.restart(node);
+                }
+            }
+            Event::PartitionHeal { handle } => {
+                self.log(|| format!("partition {handle} heals"));
+                self.net.heal(handle);
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, msg: Message) {
+        if !self.nodes[to as usize].is_up() {
+            self.net.counts.down_dropped += 1;
+            return;
+        }
+        if !self.net.admit(from, to) {
+            self.log(|| format!("n{from}→n{to} blocked: {}", describe(&msg)));
+            return;
+        }
+        self.log(|| format!("n{from}→n{to} {}", describe(&msg)));
+        let r = self
+            .checker
+            .on_deliver(&self.nodes[to as usize], from, &msg);
+        if !self.check(r) {
+            return;
+        }
+        let input = Input::Step {
+            from,
+            kind: msg.kind(),
+            id: msg.id(),
+        };
+        let out = self.nodes[to as usize]
+            .replica
+            .as_mut()
+            .expect("up")
+            .step(from, msg);
+        self.handle_output(to, input, out);
+    }
+
+    fn ensure_fsync(&mut self, node: NodeId) {
+        let n = &mut self.nodes[node as usize];
+        if !n.fsync_scheduled {
+            n.fsync_scheduled = true;
+            let incarnation = n.incarnation;
+            let t = &self.cfg.timing;
+            let d = self
+                .rng
+                .range_inclusive(t.fsync_delay_min, t.fsync_delay_max);
+            self.queue
+                .schedule_in(d, Event::Fsync { node, incarnation });
+        }
+    }
+
+    fn summarize(node: NodeId, out: &Output) -> String {
+        let writes: Vec<String> = out
+            .writes
+            .iter()
+            .map(|w| match w {
+                synod_epaxos::Write::Instance { id, record } => format!(
+                    "{id:?}:{:?}/{:?}/{:?}{}",
+                    record.phase,
+                    record.bal,
+                    record.abal,
+                    match &record.cmd {
+                        Some(Payload::Nop) => "/Nop",
+                        _ => "",
+                    }
+                ),
+                synod_epaxos::Write::NextSeq(s) => format!("next_seq={s}"),
+            })
+            .collect();
+        let execs: Vec<String> = out
+            .executions
+            .iter()
+            .map(|e| format!("{:?}", e.id))
+            .collect();
+        let aborted: Vec<String> = out.aborted.iter().map(|a| format!("{:?}", a.id)).collect();
+        format!(
+            "  n{node} out: writes[{}] msgs={} exec[{}] aborted[{}]",
+            writes.join(" "),
+            out.messages.len(),
+            execs.join(" "),
+            aborted.join(" ")
+        )
+    }
+
+    fn handle_output(&mut self, node: NodeId, input: Input, out: Output) {
+        let i = node as usize;
+        let pe = self.nodes[i]
+            .replica
+            .as_ref()
+            .map_or(0, |r| r.pending_execution());
+        self.max_pending_execution = self.max_pending_execution.max(pe);
+        if out.is_empty() {
+            return;
+        }
+        if self.trace.enabled() {
+            let line = Self::summarize(node, &out);
+            self.log(|| line);
+        }
+        let r = self
+            .checker
+            .on_output(&self.nodes[i], self.step, input, &out);
+        if !self.check(r) {
+            return;
+        }
+        if self.cfg.release_before_durable {
+            // Broken variant (c): release now, persist later.
+            let Output {
+                writes,
+                messages,
+                executions,
+                aborted,
+            } = out;
+            let r = self.checker.on_release_point(node);
+            if !self.check(r) {
+                return;
+            }
+            self.release(
+                node,
+                Output {
+                    writes: Vec::new(),
+                    messages,
+                    executions,
+                    aborted,
+                },
+            );
+            if !writes.is_empty() {
+                self.nodes[i].pending.push_back(PendingOutput {
+                    output: Output {
+                        writes,
+                        ..Output::default()
+                    },
+                    released: true,
+                });
+                self.ensure_fsync(node);
+            }
+        } else if self.nodes[i].pending.is_empty() && out.writes.is_empty() {
+            self.release(node, out);
+        } else {
+            self.nodes[i].pending.push_back(PendingOutput {
+                output: out,
+                released: false,
+            });
+            self.ensure_fsync(node);
+        }
+    }
+
+    fn fsync(&mut self, node: NodeId) {
+        let i = node as usize;
+        self.nodes[i].fsync_scheduled = false;
+        let pending: Vec<PendingOutput> = self.nodes[i].pending.drain(..).collect();
+        if pending.is_empty() {
+            return;
+        }
+        self.log(|| format!("n{node} fsync ({} outputs)", pending.len()));
+        let mut releases = Vec::with_capacity(pending.len());
+        for p in pending {
+            let PendingOutput {
+                output:
+                    Output {
+                        writes,
+                        messages,
+                        executions,
+                        aborted,
+                    },
+                released,
+            } = p;
+            for w in writes {
+                if let synod_epaxos::Write::Instance { id, record } = &w {
+                    let r = self.checker.on_durable(node, self.step, *id, record);
+                    if !self.check(r) {
+                        return;
+                    }
+                }
+                self.nodes[i].durable.apply(w);
+            }
+            if !released {
+                releases.push(Output {
+                    writes: Vec::new(),
+                    messages,
+                    executions,
+                    aborted,
+                });
+            }
+        }
+        let r = self.checker.on_release_point(node);
+        if !self.check(r) {
+            return;
+        }
+        for out in releases {
+            self.release(node, out);
+            if self.violation.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Releases messages, executions and client replies of `out`, in order.
+    fn release(&mut self, node: NodeId, out: Output) {
+        let i = node as usize;
+        for env in out.messages {
+            let r = self.checker.on_send(&self.nodes[i], &env);
+            if !self.check(r) {
+                return;
+            }
+            let delays = self.net.plan_send(&mut self.rng);
+            if delays.is_empty() {
+                let d = describe(&env.msg);
+                let to = env.to;
+                self.log(|| format!("n{node}→n{to} lost: {d}"));
+            }
+            let mut msg = Some(env.msg);
+            for (k, d) in delays.iter().enumerate() {
+                let m = if k + 1 == delays.len() {
+                    msg.take().expect("last copy")
+                } else {
+                    msg.clone().expect("copy")
+                };
+                self.queue.schedule_in(
+                    *d,
+                    Event::Deliver {
+                        from: node,
+                        to: env.to,
+                        msg: m,
+                    },
+                );
+            }
+        }
+        for ex in out.executions {
+            self.apply_execution(node, ex.id, &ex.batch);
+            if self.violation.is_some() {
+                return;
+            }
+        }
+        for ab in out.aborted {
+            for cmd in ab.batch.iter() {
+                if let Some(c) = self.clients.waiting_at(cmd.client, cmd.request, node) {
+                    let o = self.clients.clients[c]
+                        .outstanding
+                        .as_ref()
+                        .expect("waiting");
+                    let (request, attempt) = (o.request, o.attempt);
+                    self.log(|| {
+                        format!(
+                            "client {} request {request}: aborted at n{node}",
+                            cmd.client
+                        )
+                    });
+                    self.queue.schedule_in(
+                        1,
+                        Event::ClientRetry {
+                            client: c,
+                            request,
+                            attempt,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn apply_execution(&mut self, node: NodeId, id: CmdId, batch: &[Command]) {
+        let i = node as usize;
+        let durable = &mut self.nodes[i].durable;
+        durable.executed.insert(id);
+        durable.exec_log.push(id);
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for cmd in batch {
+            let fresh = match durable.app.session(cmd.client) {
+                Some((last, _)) => cmd.request > last,
+                None => true,
+            };
+            let outcome = durable.app.apply(cmd);
+            outcomes.push((fresh, outcome));
+        }
+        self.commands_executed += outcomes.iter().filter(|(f, _)| *f).count() as u64;
+        let applied: Vec<Applied<'_>> = batch
+            .iter()
+            .zip(&outcomes)
+            .map(|(cmd, (fresh, outcome))| Applied {
+                cmd,
+                outcome,
+                fresh: *fresh,
+            })
+            .collect();
+        let r = self.checker.on_apply(
+            node,
+            id,
+            batch,
+            &applied,
+            &self.nodes[i].durable.app,
+            &self.clients,
+        );
+        drop(applied);
+        if !self.check(r) {
+            return;
+        }
+        for (cmd, (_, outcome)) in batch.iter().zip(outcomes) {
+            if let Some(c) = self.clients.waiting_at(cmd.client, cmd.request, node) {
+                self.log(|| {
+                    format!(
+                        "client {} request {} answered by n{node} ({id:?}): {}",
+                        cmd.client,
+                        cmd.request,
+                        if outcome.is_applied() {
+                            "applied"
+                        } else {
+                            "rejected"
+                        }
+                    )
+                });
+                self.clients.complete(c, outcome, self.step);
+                let think = self.rng.below(self.cfg.timing.think_time_max + 1);
+                self.queue
+                    .schedule_in(think + 1, Event::ClientSubmit { client: c });
+            }
+        }
+    }
+
+    fn up_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_up())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn propose_at(&mut self, node: NodeId, cmd: Command) {
+        let i = node as usize;
+        let out = self.nodes[i].replica.as_mut().expect("up").propose(cmd);
+        self.handle_output(node, Input::Propose, out);
+        if self.violation.is_none() && self.rng.chance(0.5) {
+            let out = self.nodes[i].replica.as_mut().expect("up").flush();
+            self.handle_output(node, Input::Flush, out);
+        }
+    }
+
+    fn client_submit(&mut self, c: usize) {
+        if self.healed() || self.clients.clients[c].outstanding.is_some() {
+            return;
+        }
+        let now = self.now();
+        let decision = if c == 0 && self.clients.clients[0].next_request == 1 {
+            workload::set_stock(now)
+        } else {
+            let id = self.clients.clients[c].id;
+            workload::next_decision(&mut self.workload_rng, self.cfg.conflict_rate, id, now)
+        };
+        let home = self.clients.clients[c].home;
+        let node = if self.nodes[home as usize].is_up() {
+            home
+        } else {
+            let up = self.up_nodes();
+            *self.rng.pick(&up).expect("at most f nodes are down")
+        };
+        let cmd = self.clients.invoke(c, decision, node, self.step);
+        let (client, request) = (cmd.client, cmd.request);
+        self.log(|| format!("client {client} request {request} → n{node}"));
+        self.propose_at(node, cmd);
+        self.queue.schedule_in(
+            self.cfg.timing.client_timeout,
+            Event::ClientRetry {
+                client: c,
+                request,
+                attempt: 1,
+            },
+        );
+    }
+
+    fn client_retry(&mut self, c: usize) {
+        let o = self.clients.clients[c]
+            .outstanding
+            .clone()
+            .expect("outstanding");
+        if !self.healed() && o.attempt >= self.cfg.timing.client_attempts_max {
+            let id = self.clients.clients[c].id;
+            self.log(|| format!("client {id} gives up on request {}", o.request));
+            self.clients.give_up(c);
+            let think = self.rng.below(self.cfg.timing.think_time_max + 1);
+            self.queue
+                .schedule_in(think + 1, Event::ClientSubmit { client: c });
+            return;
+        }
+        let up = self.up_nodes();
+        let others: Vec<NodeId> = up.iter().copied().filter(|n| *n != o.node).collect();
+        let node = *self
+            .rng
+            .pick(if others.is_empty() { &up } else { &others })
+            .expect("some node is up");
+        let attempt = o.attempt + 1;
+        {
+            let out = self.clients.clients[c]
+                .outstanding
+                .as_mut()
+                .expect("outstanding");
+            out.node = node;
+            out.attempt = attempt;
+        }
+        let id = self.clients.clients[c].id;
+        self.log(|| {
+            format!(
+                "client {id} retries request {} at n{node} (attempt {attempt})",
+                o.request
+            )
+        });
+        self.propose_at(node, o.command);
+        self.queue.schedule_in(
+            self.cfg.timing.client_timeout,
+            Event::ClientRetry {
+                client: c,
+                request: o.request,
+                attempt,
+            },
+        );
+    }
+
+    fn chaos(&mut self) {
+        if self.healed() || !self.cfg.faults.enabled {
+            return;
+        }
+        let fc = self.cfg.faults.clone();
+        let n = self.nodes.len();
+        let down = n - self.up_nodes().len();
+        if down < self.qc.f() && self.rng.chance(fc.crash_p) {
+            let up = self.up_nodes();
+            let victim = *self.rng.pick(&up).expect("some node is up");
+            self.crash(victim);
+            let d = self.rng.range_inclusive(fc.downtime_min, fc.downtime_max);
+            self.queue.schedule_in(d, Event::Restart { node: victim });
+        }
+        for symmetric in [true, false] {
+            let p = if symmetric {
+                fc.partition_symmetric_p
+            } else {
+                fc.partition_asymmetric_p
+            };
+            if self.rng.chance(p) {
+                let part = if symmetric {
+                    Partition::random_symmetric(&mut self.rng, n)
+                } else {
+                    Partition::random_asymmetric(&mut self.rng, n)
+                };
+                let desc = format!("{part:?}");
+                let handle = self.net.start_partition(part);
+                self.log(|| format!("partition {handle} starts: {desc}"));
+                let d = self.rng.range_inclusive(fc.partition_min, fc.partition_max);
+                self.queue.schedule_in(d, Event::PartitionHeal { handle });
+            }
+        }
+        self.queue
+            .schedule_in(self.cfg.timing.chaos_interval, Event::Chaos);
+    }
+
+    fn crash(&mut self, node: NodeId) {
+        let i = node as usize;
+        if let Some(r) = &self.nodes[i].replica {
+            add_stats(&mut self.dead_stats, r.stats());
+        }
+        let lost = self.nodes[i].crash();
+        self.net.counts.crashes += 1;
+        self.log(|| format!("n{node} CRASHES, losing {} un-synced outputs", lost.len()));
+        let r = self.checker.on_crash(node, &lost);
+        if !self.check(r) {
+            return;
+        }
+        // Connections to the crashed node reset: its clients retry soon.
+        for c in 0..self.clients.clients.len() {
+            if let Some(o) = &self.clients.clients[c].outstanding {
+                if o.node == node {
+                    let (request, attempt) = (o.request, o.attempt);
+                    self.queue.schedule_in(
+                        1,
+                        Event::ClientRetry {
+                            client: c,
+                            request,
+                            attempt,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        let i = node as usize;
+        let incarnation = self.nodes[i].incarnation;
+        let options = self.options(node, incarnation);
+        let d = &self.nodes[i].durable;
+        let replica = Replica::restart(
+            node,
+            self.qc.clone(),
+            options,
+            d.records.clone(),
+            d.next_seq,
+            d.processed(),
+        );
+        self.nodes[i].replica = Some(replica);
+        self.net.counts.restarts += 1;
+        self.log(|| format!("n{node} RESTARTS (incarnation {incarnation})"));
+        let r = self.checker.on_restart(&self.nodes[i]);
+        if !self.check(r) {
+            return;
+        }
+        let offset = 1 + self.rng.below(self.cfg.timing.tick_interval);
+        self.queue
+            .schedule_in(offset, Event::Tick { node, incarnation });
+    }
+
+    fn heal(&mut self) {
+        self.healed_at = Some(self.step);
+        self.net.heal_all();
+        self.log(|| "HEAL: faults stop, crashed nodes restart, links timely".into());
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_up() {
+                self.restart(i as NodeId);
+            }
+        }
+    }
+}
