@@ -489,7 +489,12 @@ impl Replica {
     /// the batch is full, else at the next [`Replica::tick`] or
     /// [`Replica::flush`].
     pub fn propose(&mut self, cmd: Command) -> Output {
-        if let Some(owner) = self.forward_target(&cmd) {
+        if let Some((owner, key)) = self.forward_target(&cmd) {
+            // Contention is sticky while traffic lasts: forwarding hides the
+            // signs of contention, and letting the mark lapse under load
+            // would send the next burst down the slow path again.
+            self.contended
+                .insert(key, self.now + self.opts.contention_ticks);
             let deadline = self.now + self.opts.forward_timeout_ticks;
             self.forwarded
                 .insert((cmd.client, cmd.request), (cmd.clone(), owner, deadline));
@@ -1237,7 +1242,7 @@ impl Replica {
     }
 
     /// Where `cmd` should be submitted, if not here.
-    fn forward_target(&self, cmd: &Command) -> Option<NodeId> {
+    fn forward_target(&self, cmd: &Command) -> Option<(NodeId, Key)> {
         if !self.opts.forward_contended || self.forwarded.len() >= self.opts.forwarded_max {
             return None;
         }
@@ -1247,7 +1252,7 @@ impl Replica {
             .find(|(k, _)| self.contended.get(k).is_some_and(|&t| t >= self.now))?;
         let owner = self.owner_of(&key.0);
         let suspect = self.suspect.get(&owner).is_some_and(|&t| t >= self.now);
-        (owner != self.me && !suspect).then_some(owner)
+        (owner != self.me && !suspect).then(|| (owner, key.0.clone()))
     }
 
     /// Marks the keys `batch` shares with the batches of `others` contended.
