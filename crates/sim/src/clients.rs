@@ -9,8 +9,8 @@
 //! after a timeout. Sessions make retries exactly-once (epaxos.md §3.9).
 //! A request given up on before a reply is indeterminate in the history.
 
+use crate::fxhash::FxHashMap as HashMap;
 use crate::network::Time;
-use std::collections::HashMap;
 use synod_decision::{Decision, Outcome};
 use synod_types::{ClientId, Command, NodeId};
 

@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod clients;
+pub mod fxhash;
 pub mod invariants;
 pub mod linearizability;
 pub mod network;
@@ -258,6 +259,9 @@ pub struct SimConfig {
     pub clients: usize,
     /// Lines of trace kept for a violation report.
     pub trace_lines: usize,
+    /// Print dependency sets in full in the trace (slower); otherwise sets
+    /// of more than a few ids are abbreviated.
+    pub trace_verbose: bool,
     /// Invariant names (as in [`invariants`]) whose violations are ignored.
     /// Used by the mutation tests to show that deeper invariants also
     /// catch a broken variant.
@@ -285,6 +289,7 @@ impl SimConfig {
             release_before_durable: false,
             clients: 6,
             trace_lines: trace::TRACE_LINES_DEFAULT,
+            trace_verbose: false,
             disabled_invariants: Vec::new(),
             linearizability_budget: 2_000_000,
             timing: Timing::default(),

@@ -188,6 +188,7 @@ fn main() -> ExitCode {
         if !args.trace_lines_set {
             c.trace_lines = 1_000_000;
         }
+        c.trace_verbose = true;
         let r = run(c);
         totals.lock().expect("totals").add(r);
     } else {

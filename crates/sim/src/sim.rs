@@ -84,28 +84,59 @@ fn add_stats(acc: &mut Stats, s: &Stats) {
     acc.dropped += s.dropped;
 }
 
+/// A dependency set for the trace: in full, or abbreviated when large.
+struct ShowDeps<'a>(&'a synod_types::Deps, bool);
+
+impl std::fmt::Debug for ShowDeps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ShowDeps(d, verbose) = *self;
+        if verbose || d.len() <= 6 {
+            write!(f, "{d:?}")
+        } else {
+            let last: Vec<_> = d.iter().rev().take(3).collect();
+            write!(
+                f,
+                "{{{} ids … {:?}, {:?}, {:?}}}",
+                d.len(),
+                last[2],
+                last[1],
+                last[0]
+            )
+        }
+    }
+}
+
 /// One-line description of a message for the trace.
-fn describe(msg: &Message) -> String {
+fn describe(msg: &Message, verbose: bool) -> String {
+    let sd = |d| ShowDeps(d, verbose);
     let pay = |p: &Payload| match p {
         Payload::Nop => "Nop".to_string(),
         Payload::Op(b) => format!("Op×{}", b.len()),
     };
     match msg {
-        Message::PreAccept { id, dep, .. } => format!("PreAccept {id:?} D0={dep:?}"),
-        Message::PreAcceptOk { id, dep } => format!("PreAcceptOk {id:?} dep={dep:?}"),
+        Message::PreAccept { id, dep, .. } => format!("PreAccept {id:?} D0={:?}", sd(dep)),
+        Message::PreAcceptOk { id, dep } => format!("PreAcceptOk {id:?} dep={:?}", sd(dep)),
         Message::Accept {
             ballot,
             id,
             payload,
             dep,
-        } => format!("Accept {id:?} {ballot:?} {} dep={dep:?}", pay(payload)),
+        } => format!(
+            "Accept {id:?} {ballot:?} {} dep={:?}",
+            pay(payload),
+            sd(dep)
+        ),
         Message::AcceptOk { ballot, id } => format!("AcceptOk {id:?} {ballot:?}"),
         Message::Commit {
             ballot,
             id,
             payload,
             dep,
-        } => format!("Commit {id:?} {ballot:?} {} dep={dep:?}", pay(payload)),
+        } => format!(
+            "Commit {id:?} {ballot:?} {} dep={:?}",
+            pay(payload),
+            sd(dep)
+        ),
         Message::Recover { ballot, id } => format!("Recover {id:?} {ballot:?}"),
         Message::RecoverOk {
             ballot,
@@ -116,10 +147,14 @@ fn describe(msg: &Message) -> String {
             init_dep,
             cmd,
         } => format!(
-            "RecoverOk {id:?} {ballot:?} abal={abal:?} {phase:?} cmd={} dep={dep:?} init_dep={init_dep:?}",
-            invariants::show_payload(cmd)
+            "RecoverOk {id:?} {ballot:?} abal={abal:?} {phase:?} cmd={} dep={:?} init_dep={:?}",
+            invariants::show_payload(cmd),
+            sd(dep),
+            sd(init_dep)
         ),
-        Message::Validate { ballot, id, dep, .. } => format!("Validate {id:?} {ballot:?} D={dep:?}"),
+        Message::Validate {
+            ballot, id, dep, ..
+        } => format!("Validate {id:?} {ballot:?} D={:?}", sd(dep)),
         Message::ValidateOk {
             ballot,
             id,
@@ -261,13 +296,26 @@ impl Sim {
                 break;
             };
             self.step += 1;
-            self.process(ev);
+            // A panic (an assertion in the core, or in the harness) is a
+            // violation of this seed, reported with its trace.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(ev)));
+            if let Err(payload) = r {
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                self.fail(Fail {
+                    invariant: invariants::PANIC,
+                    message,
+                });
+            }
             if self.violation.is_some() {
                 break;
             }
             if let Some(h) = self.healed_at {
                 let since = self.step - h;
-                if since % QUIESCENCE_CHECK_EVERY == 0 {
+                if since.is_multiple_of(QUIESCENCE_CHECK_EVERY) {
                     if progress::missing(&self.nodes, &self.checker.ghost, &self.clients).is_none()
                     {
                         self.quiescent = true;
@@ -380,10 +428,12 @@ impl Sim {
             return;
         }
         if !self.net.admit(from, to) {
-            self.log(|| format!("n{from}→n{to} blocked: {}", describe(&msg)));
+            let v = self.cfg.trace_verbose;
+            self.log(|| format!("n{from}→n{to} blocked: {}", describe(&msg, v)));
             return;
         }
-        self.log(|| format!("n{from}→n{to} {}", describe(&msg)));
+        let v = self.cfg.trace_verbose;
+        self.log(|| format!("n{from}→n{to} {}", describe(&msg, v)));
         let r = self
             .checker
             .on_deliver(&self.nodes[to as usize], from, &msg);
@@ -572,7 +622,7 @@ impl Sim {
             }
             let delays = self.net.plan_send(&mut self.rng);
             if delays.is_empty() {
-                let d = describe(&env.msg);
+                let d = describe(&env.msg, self.cfg.trace_verbose);
                 let to = env.to;
                 self.log(|| format!("n{node}→n{to} lost: {d}"));
             }

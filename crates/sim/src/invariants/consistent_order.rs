@@ -11,8 +11,8 @@
 //! earlier writes of it at every replica.
 
 use super::{ensure, keys_of, Check};
+use crate::fxhash::FxHashMap as HashMap;
 use crate::node::SimNode;
-use std::collections::HashMap;
 use synod_types::{Access, CmdId, Command, Key, NodeId};
 
 /// Invariant name.
@@ -30,9 +30,9 @@ impl State {
     /// For `n` replicas.
     pub fn new(n: usize) -> Self {
         State {
-            canon: HashMap::new(),
-            pos: vec![HashMap::new(); n],
-            reads: HashMap::new(),
+            canon: HashMap::default(),
+            pos: vec![HashMap::default(); n],
+            reads: HashMap::default(),
         }
     }
 

@@ -9,7 +9,7 @@
 
 use super::{ensure, Applied, Check};
 use crate::clients::Clients;
-use std::collections::HashMap;
+use crate::fxhash::FxHashMap as HashMap;
 use synod_types::{ClientId, NodeId};
 
 /// Invariant name.
@@ -25,7 +25,7 @@ impl State {
     /// For `n` replicas.
     pub fn new(n: usize) -> Self {
         State {
-            counts: vec![HashMap::new(); n],
+            counts: vec![HashMap::default(); n],
         }
     }
 

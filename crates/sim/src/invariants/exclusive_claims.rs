@@ -9,7 +9,7 @@
 
 use super::{ensure, Applied, Check};
 use crate::clients::Clients;
-use std::collections::HashMap;
+use crate::fxhash::FxHashMap as HashMap;
 use synod_decision::{Op, OpResult, Outcome, StateMachine};
 use synod_types::{Key, NodeId};
 
@@ -26,7 +26,7 @@ impl State {
     /// For `n` replicas.
     pub fn new(n: usize) -> Self {
         State {
-            holders: vec![HashMap::new(); n],
+            holders: vec![HashMap::default(); n],
         }
     }
 

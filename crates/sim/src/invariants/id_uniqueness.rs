@@ -14,11 +14,12 @@ use synod_types::{CmdId, Phase};
 /// Invariant name.
 pub const NAME: &str = "I21 Id uniqueness";
 
-/// True if the write is the origin creating a new instance.
+/// True if the write is the origin creating a new instance (normally
+/// PreAccepted; a broken fast quorum may commit it in the same step).
 pub fn is_submission(ctx: &WriteCtx<'_>) -> bool {
     ctx.node == ctx.id.origin
         && ctx.prev.is_none()
-        && ctx.rec.phase == Phase::PreAccepted
+        && ctx.rec.phase >= Phase::PreAccepted
         && ctx.rec.init_cmd.is_some()
 }
 

@@ -22,8 +22,9 @@
 //! choices are taken from *durable* records: a write that a crash can
 //! discard before anything depended on it is not a vote (epaxos.md §2.4).
 
+use crate::fxhash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use synod_epaxos::{Envelope, InstanceRecord, Message, Output, Write};
 use synod_types::{Access, Ballot, Batch, CmdId, Command, Deps, Key, NodeId, Payload};
@@ -57,6 +58,10 @@ pub mod real_time_order;
 pub mod single_chosen_value;
 pub mod state_machine_equality;
 pub mod visibility;
+
+/// The name under which a panic during a step is reported: an assertion of
+/// the core (TigerBeetle-style, style.md §4) or of the harness fired.
+pub const PANIC: &str = "Panic";
 
 /// A failed check: which invariant, and what was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,9 +159,9 @@ pub struct Ghost {
     pub created_step: HashMap<CmdId, u64>,
     /// First durable commit of each id.
     pub committed: HashMap<CmdId, CommitInfo>,
-    /// Per conflict key, the committed non-Nop ids touching it, in
-    /// first-commit order.
-    pub committed_by_key: HashMap<Key, Vec<CmdId>>,
+    /// Per conflict key, the committed non-Nop ids touching it with their
+    /// access to it, in first-commit order.
+    pub committed_by_key: HashMap<Key, Vec<(CmdId, Access)>>,
     /// `chosen(id)`.
     pub chosen: HashMap<CmdId, Chosen>,
     /// Per `(id, ballot)`: each voter and the fingerprint of its value.
@@ -289,7 +294,7 @@ impl Checker {
                 f,
                 e,
                 pending_orig: vec![BTreeMap::new(); n],
-                fast_pending: vec![HashSet::new(); n],
+                fast_pending: vec![HashSet::default(); n],
                 ..Ghost::default()
             },
             disabled,
@@ -428,11 +433,12 @@ impl Checker {
                         self,
                         real_time_order::on_first_commit(&self.ghost, id, batch, &rec.dep)
                     );
-                    let mut seen = HashSet::new();
-                    for (k, _) in keys_of(batch) {
-                        if seen.insert(k.clone()) {
-                            self.ghost.committed_by_key.entry(k).or_default().push(id);
-                        }
+                    for (k, access) in keys_of(batch) {
+                        self.ghost
+                            .committed_by_key
+                            .entry(k)
+                            .or_default()
+                            .push((id, access));
                     }
                 }
                 self.ghost.committed.insert(

@@ -8,8 +8,8 @@
 //! epaxos.md §1.5; forwarded commits copy the sender's own commit).
 
 use super::{ensure, fingerprint, show_payload, Check, Ghost};
+use crate::fxhash::FxHashMap as HashMap;
 use crate::node::SimNode;
-use std::collections::HashMap;
 use synod_types::{Ballot, CmdId, Deps, NodeId, Payload, Phase};
 
 /// Invariant name.

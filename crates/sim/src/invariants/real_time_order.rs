@@ -8,8 +8,8 @@
 //! commit, before b existed, so Visibility forces `a ∈ dep(b)`).
 
 use super::{ensure, keys_of, Check, Ghost};
-use std::collections::HashSet;
-use synod_types::{batches_conflict, CmdId, Command, Deps, Payload};
+use crate::fxhash::FxHashSet as HashSet;
+use synod_types::{Access, CmdId, Command, Deps};
 
 /// Invariant name.
 pub const NAME: &str = "I18 Real-time order";
@@ -19,24 +19,21 @@ pub fn on_first_commit(ghost: &Ghost, id: CmdId, batch: &[Command], dep: &Deps) 
     let Some(&created) = ghost.created_step.get(&id) else {
         return Ok(());
     };
-    let mut seen: HashSet<CmdId> = HashSet::new();
-    for (k, _) in keys_of(batch) {
+    let mut seen: HashSet<CmdId> = HashSet::default();
+    for (k, access) in keys_of(batch) {
         let Some(list) = ghost.committed_by_key.get(&k) else {
             continue;
         };
         // `list` is in first-commit order, so its commit steps ascend.
-        for a in list {
+        for (a, a_access) in list {
             let c = &ghost.committed[a];
             if c.step >= created {
                 break;
             }
-            if !seen.insert(*a) {
+            if access == Access::Read && *a_access == Access::Read {
                 continue;
             }
-            let Payload::Op(ab) = &c.payload else {
-                continue;
-            };
-            if batches_conflict(batch, ab) {
+            if seen.insert(*a) {
                 ensure(dep.contains(a), NAME, || {
                     format!(
                         "{id:?} (created at step {created}) commits without {a:?} in its deps, \

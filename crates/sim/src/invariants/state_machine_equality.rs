@@ -5,8 +5,8 @@
 //! computes the same outcome for every freshly applied `(client, request)`.
 
 use super::{ensure, Applied, Check};
+use crate::fxhash::FxHashMap as HashMap;
 use crate::node::SimNode;
-use std::collections::HashMap;
 use synod_decision::Outcome;
 use synod_types::{ClientId, NodeId};
 

@@ -6,30 +6,29 @@
 //! per-key index), so every pair is checked exactly once.
 
 use super::{ensure, keys_of, Check, Ghost};
-use std::collections::HashSet;
-use synod_types::{batches_conflict, CmdId, Command, Deps, Payload};
+use crate::fxhash::FxHashSet as HashSet;
+use synod_types::{Access, CmdId, Command, Deps};
 
 /// Invariant name.
 pub const NAME: &str = "I2 Visibility";
 
 /// `id` was committed for the first time with `(batch, dep)`.
 pub fn on_first_commit(ghost: &Ghost, id: CmdId, batch: &[Command], dep: &Deps) -> Check {
-    let mut seen: HashSet<CmdId> = HashSet::new();
-    for (k, _) in keys_of(batch) {
+    // Two batches conflict iff on some shared key one of them writes, so
+    // walk the per-key index and test the access on that key only.
+    let mut seen: HashSet<CmdId> = HashSet::default();
+    for (k, access) in keys_of(batch) {
         let Some(others) = ghost.committed_by_key.get(&k) else {
             continue;
         };
-        for other in others {
-            if *other == id || !seen.insert(*other) {
+        for (other, other_access) in others {
+            if *other == id || (access == Access::Read && *other_access == Access::Read) {
+                continue;
+            }
+            if !seen.insert(*other) {
                 continue;
             }
             let c = &ghost.committed[other];
-            let Payload::Op(ob) = &c.payload else {
-                continue;
-            };
-            if !batches_conflict(batch, ob) {
-                continue;
-            }
             ensure(dep.contains(other) || c.dep.contains(&id), NAME, || {
                 format!(
                     "conflicting {id:?} (dep {dep:?}) and {other:?} (dep {:?}) are both committed \
