@@ -443,7 +443,7 @@ mod tests {
         assert!(!net.admit(1, 2));
         net.heal(b);
         assert!(net.admit(1, 2));
-        assert_eq!(net.counts.partition_dropped, 2);
+        assert_eq!(net.counts.partition_dropped, 3);
         assert_eq!(net.active_partitions(), 0);
         assert_eq!(
             (

@@ -223,6 +223,8 @@ impl Sim {
             let at = sim.rng.below(sim.cfg.timing.tick_interval);
             sim.queue.schedule_at(at, Event::ClientSubmit { client: c });
         }
+        let r = invariants::config_sanity::check(&sim.qc);
+        sim.check(r);
         if sim.cfg.faults.enabled {
             sim.queue
                 .schedule_at(sim.cfg.timing.chaos_interval, Event::Chaos);
@@ -291,6 +293,9 @@ impl Sim {
         loop {
             if self.healed_at.is_none() && self.step >= self.cfg.steps {
                 self.heal();
+            }
+            if self.violation.is_some() {
+                break;
             }
             let Some((_, ev)) = self.queue.pop() else {
                 break;

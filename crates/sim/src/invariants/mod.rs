@@ -37,6 +37,7 @@ pub mod ballot_monotonicity;
 pub mod chosen_stability;
 pub mod commit_soundness;
 pub mod committed_immutability;
+pub mod config_sanity;
 pub mod consistent_order;
 pub mod durability;
 pub mod exactly_once;
@@ -598,6 +599,7 @@ pub const ALL: &[&str] = &[
     state_machine_equality::NAME,
     durability::NAME,
     id_uniqueness::NAME,
+    config_sanity::NAME,
     no_oversell::NAME,
     exclusive_claims::NAME,
     exactly_once::NAME,
