@@ -324,9 +324,13 @@ pub struct Replica {
     /// strongest access. Committed Nops are removed (they conflict with
     /// nothing that matters: Visibility only constrains non-Nop pairs).
     key_index: HashMap<Key, BTreeMap<CmdId, Access>>,
-    /// Ids whose current `cmd` is Nop but that are not committed: Nop
-    /// conflicts with every payload (epaxos.md §1.3).
-    nop_uncommitted: BTreeSet<CmdId>,
+    /// Ids whose current `cmd` is Nop, committed or not: Nop conflicts with
+    /// every payload (epaxos.md §1.3), so every new dependency set includes
+    /// them. Leaving committed Nops out is unsafe: a replica that holds the
+    /// same id only as an accepted Nop still reports it as a Validate
+    /// witness through its `init_cmd`, and recovery would then Nop a command
+    /// that was fast-committed (scenario S03c).
+    nops: BTreeSet<CmdId>,
     executor: Executor,
     /// Commands waiting for the next batch.
     batch: Vec<Command>,
@@ -375,7 +379,7 @@ impl Replica {
             next_seq: 0,
             insts: BTreeMap::new(),
             key_index: HashMap::new(),
-            nop_uncommitted: BTreeSet::new(),
+            nops: BTreeSet::new(),
             executor: Executor::new(),
             batch: Vec::new(),
             coords: BTreeMap::new(),
@@ -704,57 +708,51 @@ impl Replica {
     // ----------------------------------------------------------------------
     // Conflict bookkeeping
 
-    /// Keeps `key_index` and `nop_uncommitted` in step with a record whose
-    /// payload fields may have changed from `before`.
+    /// Keeps `key_index` and `nops` in step with a record whose payload
+    /// fields may have changed from `before`.
     fn index_payload(&mut self, id: CmdId, before: Option<&InstanceRecord>, rec: &InstanceRecord) {
-        let batch = match (&rec.cmd, &rec.init_cmd) {
-            (Some(Payload::Op(b)), _) => Some(b.clone()),
-            (_, Some(b)) => Some(b.clone()),
-            _ => None,
-        };
-        let committed_nop = rec.phase == Phase::Committed && matches!(rec.cmd, Some(Payload::Nop));
-        let had_batch = before
-            .is_some_and(|b| matches!(b.cmd, Some(Payload::Op(_))) || b.init_cmd.is_some())
-            && !before.is_some_and(|b| {
-                b.phase == Phase::Committed && matches!(b.cmd, Some(Payload::Nop))
-            });
-        if committed_nop {
-            if had_batch || before.is_none() {
-                if let Some(batch) = &batch {
-                    for c in batch.iter() {
-                        for (k, _) in &c.keys {
-                            if let Some(m) = self.key_index.get_mut(k) {
-                                m.remove(&id);
-                                if m.is_empty() {
-                                    self.key_index.remove(k);
-                                }
-                            }
+        fn batch_of(r: &InstanceRecord) -> Option<&Batch> {
+            match (&r.cmd, &r.init_cmd) {
+                (Some(Payload::Op(b)), _) => Some(b),
+                (_, Some(b)) => Some(b),
+                _ => None,
+            }
+        }
+        // Indexed by key iff its batch is known and it is not a committed
+        // Nop (a committed Nop is in `nops`, and is never a Validate witness).
+        fn indexed(r: &InstanceRecord) -> bool {
+            batch_of(r).is_some()
+                && !(r.phase == Phase::Committed && matches!(r.cmd, Some(Payload::Nop)))
+        }
+        let was = before.is_some_and(indexed);
+        let now = indexed(rec);
+        if was != now {
+            let batch = batch_of(rec).or(before.and_then(batch_of)).cloned();
+            for c in batch.iter().flat_map(|b| b.iter()) {
+                for (k, a) in &c.keys {
+                    if now {
+                        let slot = self
+                            .key_index
+                            .entry(k.clone())
+                            .or_default()
+                            .entry(id)
+                            .or_insert(*a);
+                        if *a == Access::Write {
+                            *slot = Access::Write;
+                        }
+                    } else if let Some(m) = self.key_index.get_mut(k) {
+                        m.remove(&id);
+                        if m.is_empty() {
+                            self.key_index.remove(k);
                         }
                     }
                 }
             }
-            self.nop_uncommitted.remove(&id);
-            return;
         }
-        if let (Some(batch), false) = (&batch, had_batch) {
-            for c in batch.iter() {
-                for (k, a) in &c.keys {
-                    let slot = self
-                        .key_index
-                        .entry(k.clone())
-                        .or_default()
-                        .entry(id)
-                        .or_insert(*a);
-                    if *a == Access::Write {
-                        *slot = Access::Write;
-                    }
-                }
-            }
-        }
-        if matches!(rec.cmd, Some(Payload::Nop)) && rec.phase != Phase::Committed {
-            self.nop_uncommitted.insert(id);
+        if matches!(rec.cmd, Some(Payload::Nop)) {
+            self.nops.insert(id);
         } else {
-            self.nop_uncommitted.remove(&id);
+            self.nops.remove(&id);
         }
     }
 
@@ -776,15 +774,14 @@ impl Replica {
         out
     }
 
-    /// `{ x ≠ id : cmd[x] ≠ ⊥ ∧ cmd[x] ⋈ c }` (epaxos.md §3.2 step 2, §3.3),
-    /// except that committed Nops are left out (they constrain nothing).
+    /// `{ x ≠ id : cmd[x] ≠ ⊥ ∧ cmd[x] ⋈ c }` (epaxos.md §3.2 step 2, §3.3).
     fn local_deps(&self, batch: &[Command], id: CmdId) -> Deps {
         let mut deps: Deps = self
             .conflicting_known(batch, id)
             .into_iter()
             .filter(|x| self.insts.get(x).is_some_and(|r| r.cmd.is_some()))
             .collect();
-        deps.extend(self.nop_uncommitted.iter().copied().filter(|x| *x != id));
+        deps.extend(self.nops.iter().copied().filter(|x| *x != id));
         deps
     }
 
@@ -1115,7 +1112,25 @@ impl Replica {
             self.stats.dropped += 1;
             return;
         }
-        self.commit_locally(id, b, payload, dep);
+        // A proposer that learns the decision from a Commit (e.g. the §3.7.2
+        // answer to its Accept) still owes "send Commit to all" (§4.3
+        // PROPOSE): replicas that accepted its value wait for it.
+        // It re-broadcasts under its own recovery ballot: only the origin
+        // sends Commits at the initial ballot (I6).
+        let ours = self
+            .proposals
+            .get(&id)
+            .map(|p| p.ballot)
+            .or(self.recoveries.get(&id).map(|r| r.ballot));
+        self.commit_locally(id, b, payload.clone(), dep.clone());
+        if let Some(ours) = ours {
+            self.send_all(&Message::Commit {
+                ballot: if ours.is_initial() { b } else { ours },
+                id,
+                payload,
+                dep,
+            });
+        }
     }
 
     /// Marks `id` Committed with `(payload, dep)` and hands it to the
@@ -1539,7 +1554,9 @@ impl Replica {
                     self.classify(id);
                 }
             }
-            Stage::Waiting { .. } if !rc.q.contains(&from) => {
+            // Replies after Q was fixed are kept for W4 (§4.3 R2), whether
+            // they arrive while validating or while waiting.
+            Stage::Validating { .. } | Stage::Waiting { .. } if !rc.q.contains(&from) => {
                 rc.late.entry(from).or_insert(reply);
                 self.evaluate_waiting(id);
             }
