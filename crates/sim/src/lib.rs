@@ -403,6 +403,8 @@ pub struct RunReport {
     pub commands_executed: u64,
     /// Largest `pending_execution()` seen at any replica.
     pub max_pending_execution: usize,
+    /// Highest recovery ballot round seen in any Recover message.
+    pub max_recovery_round: u32,
     /// Client requests answered.
     pub requests_answered: u64,
     /// Client requests given up on (indeterminate in the history).

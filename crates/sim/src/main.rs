@@ -140,6 +140,7 @@ struct Totals {
     answered: u64,
     indeterminate: u64,
     max_pending: usize,
+    max_round: u32,
     max_heal_steps: u64,
     violations: Vec<RunReport>,
 }
@@ -158,6 +159,7 @@ impl Totals {
         self.answered += r.requests_answered;
         self.indeterminate += r.requests_indeterminate;
         self.max_pending = self.max_pending.max(r.max_pending_execution);
+        self.max_round = self.max_round.max(r.max_recovery_round);
         self.max_heal_steps = self.max_heal_steps.max(r.heal_steps);
         if r.violation.is_some() {
             self.violations.push(r);
@@ -258,7 +260,8 @@ fn main() -> ExitCode {
     };
     println!(
         "instances submitted {}; fast-path ratio {:.4}; slow paths {}; recoveries {}; nops {}; \
-         commands executed {}; requests answered {}, indeterminate {}; max pending execution {}",
+         commands executed {}; requests answered {}, indeterminate {}; max pending execution {}; \
+         max recovery round {}",
         t.submitted,
         ratio,
         t.slow,
@@ -267,7 +270,8 @@ fn main() -> ExitCode {
         t.executed,
         t.answered,
         t.indeterminate,
-        t.max_pending
+        t.max_pending,
+        t.max_round
     );
     if t.violations.is_empty() {
         println!("0 violations");

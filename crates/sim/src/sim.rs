@@ -370,6 +370,7 @@ impl Sim {
             nops: stats.nops,
             commands_executed: self.commands_executed,
             max_pending_execution: self.max_pending_execution,
+            max_recovery_round: self.checker.progress.max_round,
             requests_answered: self.clients.answered,
             requests_indeterminate: self.clients.indeterminate,
             quiescent: self.quiescent,
@@ -930,6 +931,7 @@ impl Sim {
 
     fn heal(&mut self) {
         self.healed_at = Some(self.step);
+        self.checker.progress.heal();
         self.net.heal_all();
         self.log(|| "HEAL: faults stop, crashed nodes restart, links timely".into());
         for i in 0..self.nodes.len() {

@@ -283,6 +283,8 @@ pub struct Checker {
     claims: exclusive_claims::State,
     stock: no_oversell::State,
     once: exactly_once::State,
+    /// Liveness bookkeeping (recovery attempts after the heal).
+    pub progress: progress::State,
 }
 
 impl Checker {
@@ -305,6 +307,7 @@ impl Checker {
             claims: exclusive_claims::State::new(n),
             stock: no_oversell::State::new(n),
             once: exactly_once::State::new(n),
+            progress: Default::default(),
         }
     }
 
@@ -498,6 +501,9 @@ impl Checker {
                     one_proposal_per_ballot::on_send_commit(from, *id, payload, dep,)
                 );
             }
+            Message::Recover { ballot, id } => {
+                keep!(self, self.progress.on_send_recover(*id, *ballot));
+            }
             _ => {}
         }
         Ok(())
@@ -606,3 +612,177 @@ pub const ALL: &[&str] = &[
     linearizable::NAME,
     progress::NAME,
 ];
+
+#[cfg(test)]
+mod tests {
+    //! The checkers can fail: synthetic inputs that break one invariant each.
+    use super::*;
+    use std::sync::Arc;
+    use synod_types::Phase;
+
+    fn id(seq: u64, origin: NodeId) -> CmdId {
+        CmdId {
+            epoch: 0,
+            seq,
+            origin,
+        }
+    }
+
+    fn cmd(client: u64, key: &str) -> Command {
+        Command {
+            keys: vec![(Key::from(key), Access::Write)],
+            body: Arc::from(&b""[..]),
+            client,
+            request: 1,
+        }
+    }
+
+    fn rec(
+        i: CmdId,
+        phase: Phase,
+        abal: Ballot,
+        payload: Payload,
+        dep: &[CmdId],
+    ) -> InstanceRecord {
+        InstanceRecord {
+            bal: abal,
+            abal,
+            phase,
+            cmd: Some(payload),
+            dep: dep.iter().copied().collect(),
+            ..InstanceRecord::new(i)
+        }
+    }
+
+    fn ballot(round: u32, node: NodeId) -> Ballot {
+        Ballot {
+            epoch: 0,
+            round,
+            node,
+        }
+    }
+
+    #[test]
+    fn agreement_catches_two_committed_values() {
+        let mut c = Checker::new(3, 1, 1, Vec::new());
+        let x = id(1, 0);
+        let op = Payload::Op(Arc::new(vec![cmd(1, "k")]));
+        let b = Ballot::initial(x);
+        assert_eq!(
+            c.on_durable(0, 1, x, &rec(x, Phase::Committed, b, op, &[])),
+            Ok(())
+        );
+        let err = c
+            .on_durable(1, 2, x, &rec(x, Phase::Committed, b, Payload::Nop, &[]))
+            .unwrap_err();
+        assert_eq!(err.invariant, agreement::NAME);
+    }
+
+    #[test]
+    fn visibility_catches_conflicting_commits_without_deps() {
+        let mut c = Checker::new(3, 1, 1, Vec::new());
+        let (x, y) = (id(1, 0), id(1, 1));
+        let px = Payload::Op(Arc::new(vec![cmd(1, "k")]));
+        let py = Payload::Op(Arc::new(vec![cmd(2, "k")]));
+        c.on_durable(
+            0,
+            1,
+            x,
+            &rec(x, Phase::Committed, Ballot::initial(x), px, &[]),
+        )
+        .unwrap();
+        let err = c
+            .on_durable(
+                1,
+                2,
+                y,
+                &rec(y, Phase::Committed, Ballot::initial(y), py, &[]),
+            )
+            .unwrap_err();
+        assert_eq!(err.invariant, visibility::NAME);
+    }
+
+    #[test]
+    fn chosen_value_then_other_accept_is_caught_and_disabling_works() {
+        let mut c = Checker::new(3, 1, 1, Vec::new());
+        let x = id(1, 0);
+        let op = Payload::Op(Arc::new(vec![cmd(1, "k")]));
+        let b1 = ballot(1, 1);
+        for node in [1, 2] {
+            c.on_durable(node, 1, x, &rec(x, Phase::Accepted, b1, op.clone(), &[]))
+                .unwrap();
+        }
+        assert!(c.ghost.chosen.contains_key(&x));
+        let err = chosen_stability::on_send_accept(
+            &c.ghost,
+            x,
+            ballot(2, 2),
+            &Payload::Nop,
+            &Deps::new(),
+        )
+        .unwrap_err();
+        assert_eq!(err.invariant, chosen_stability::NAME);
+        // Two votes for Nop at a higher ballot: a second chosen value.
+        for node in [0, 1] {
+            let r = c.on_durable(
+                node,
+                2,
+                x,
+                &rec(x, Phase::Accepted, ballot(2, 2), Payload::Nop, &[]),
+            );
+            if node == 1 {
+                assert_eq!(r.unwrap_err().invariant, single_chosen_value::NAME);
+            }
+        }
+        let mut d = Checker::new(3, 1, 1, vec![single_chosen_value::NAME]);
+        for node in [1, 2] {
+            d.on_durable(node, 1, x, &rec(x, Phase::Accepted, b1, op.clone(), &[]))
+                .unwrap();
+        }
+        for node in [0, 1] {
+            let r = d.on_durable(
+                node,
+                2,
+                x,
+                &rec(x, Phase::Accepted, ballot(2, 2), Payload::Nop, &[]),
+            );
+            assert_eq!(r, Ok(()), "disabled invariant must not be reported");
+        }
+    }
+
+    #[test]
+    fn consistent_order_catches_diverging_write_orders() {
+        let mut s = consistent_order::State::new(2);
+        let (x, y) = (id(1, 0), id(1, 1));
+        let bx = vec![cmd(1, "k")];
+        let by = vec![cmd(2, "k")];
+        s.on_apply(0, x, &bx).unwrap();
+        s.on_apply(0, y, &by).unwrap();
+        let err = s.on_apply(1, y, &by).unwrap_err();
+        assert_eq!(err.invariant, consistent_order::NAME);
+    }
+
+    #[test]
+    fn durability_catches_lost_released_writes() {
+        use crate::node::PendingOutput;
+        use synod_epaxos::Output;
+        let x = id(1, 0);
+        let lost = vec![PendingOutput {
+            output: Output {
+                writes: vec![Write::Instance {
+                    id: x,
+                    record: Box::new(InstanceRecord::new(x)),
+                }],
+                ..Output::default()
+            },
+            released: true,
+        }];
+        assert_eq!(
+            durability::on_crash(0, &lost).unwrap_err().invariant,
+            durability::NAME
+        );
+        let mut kept = lost;
+        kept[0].released = false;
+        assert_eq!(durability::on_crash(0, &kept), Ok(()));
+    }
+}

@@ -5,12 +5,50 @@
 //! the run must reach quiescence within a step budget: every instance any
 //! replica durably knows is committed and processed at every replica, no
 //! output is waiting for an fsync, and every client has been answered.
+//! Recovery attempts per id stay bounded after the heal: at most
+//! [`RECOVERY_BALLOTS_AFTER_HEAL_MAX`] distinct recovery ballots per id.
 
-use super::Ghost;
+use super::{ensure, Check, Ghost};
 use crate::clients::Clients;
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::node::SimNode;
 use std::collections::BTreeSet;
-use synod_types::CmdId;
+use synod_types::{Ballot, CmdId};
+
+/// After the heal, links are timely and nothing crashes, so randomized
+/// backoff must let one recoverer finish (epaxos.md §4.1.5, §6 "Recovery
+/// attempts per id stay bounded"). Generous: a livelock shows up as hundreds.
+pub const RECOVERY_BALLOTS_AFTER_HEAL_MAX: usize = 50;
+
+/// Recovery ballots seen per id after the heal.
+#[derive(Debug, Default)]
+pub struct State {
+    healed: bool,
+    ballots: FxHashMap<CmdId, FxHashSet<Ballot>>,
+    /// Highest recovery round seen in any Recover message.
+    pub max_round: u32,
+}
+
+impl State {
+    /// The heal happened.
+    pub fn heal(&mut self) {
+        self.healed = true;
+    }
+
+    /// A `Recover(ballot, id)` was released.
+    pub fn on_send_recover(&mut self, id: CmdId, ballot: Ballot) -> Check {
+        self.max_round = self.max_round.max(ballot.round);
+        if !self.healed {
+            return Ok(());
+        }
+        let set = self.ballots.entry(id).or_default();
+        set.insert(ballot);
+        let count = set.len();
+        ensure(count <= RECOVERY_BALLOTS_AFTER_HEAL_MAX, NAME, || {
+            format!("{id:?}: {count} recovery ballots after the heal (duelling recoverers never settle)")
+        })
+    }
+}
 
 /// Invariant name.
 pub const NAME: &str = "Progress after heal";
