@@ -10,15 +10,45 @@
 //! invariant, a message, the last trace lines and the command that replays
 //! it.
 //!
-//! Layout:
+//! # The model
+//!
+//! * **Storage** (epaxos.md §2.4): every output of a replica is appended to
+//!   its node's pending list; an `Fsync` event (a random short delay after
+//!   the list becomes non-empty) makes all pending writes durable, then
+//!   releases every pending output in order: messages into the network,
+//!   executions into the node's decision state machine (atomically with
+//!   the durable executed set), replies to clients. A crash drops the
+//!   replica and the pending list; a restart rebuilds the replica from the
+//!   durable records, `next_seq` and processed set. The broken variant
+//!   `release_before_durable` releases at step time instead.
+//! * **Network**: per-message drop, duplicate, reorder and long delay;
+//!   symmetric and one-way partitions that start and heal; crashes of up to
+//!   `f` nodes at once. After `steps` steps the heal (GST): faults stop,
+//!   crashed nodes restart, links become timely, clients stop issuing new
+//!   requests; quiescence is then required within `heal_steps_max` steps.
+//! * **Clients**: closed loop, one request outstanding, retries of the same
+//!   `(client, request)` elsewhere on abort, crash or timeout; a request
+//!   given up on is indeterminate in the history.
+//!
+//! # Command line
+//!
+//! `cargo run -p synod-sim --release -- --seeds 500 --replicas 5
+//! --conflict-rate 0.3` runs 500 seeds on two threads;
+//! `--seed S` replays one with its full trace. `--help` lists every flag
+//! (`--steps`, `--no-faults`, `--thrifty`, `--profile`, `--mutation`,
+//! `--release-before-durable`, `--disable`, ...).
+//!
+//! # Layout
+//!
 //! - [`rng`]: the seeded PRNG;
 //! - [`network`]: virtual time, the event queue, the fault model;
 //! - [`node`]: a replica with its durable store and pending (un-fsynced)
-//!   outputs (epaxos.md §2.4);
+//!   outputs;
 //! - [`workload`]: the decisions clients propose;
 //! - [`clients`]: closed-loop clients and the history they record;
 //! - [`trace`]: the bounded event log;
 //! - [`invariants`]: one checker per file;
+//! - [`linearizability`]: the per-key-group history checker;
 //! - `sim`: the event loop.
 
 #![deny(missing_docs)]
@@ -320,6 +350,30 @@ impl SimConfig {
         }
         if self.profile != Profile::Default {
             cmd.push_str(&format!(" --profile {}", self.profile.name()));
+        }
+        // Probabilities tuned away from the profile's.
+        let p = FaultConfig::for_profile(self.profile);
+        let f = &self.faults;
+        for (flag, got, base) in [
+            ("--drop", f.net.drop_p, p.net.drop_p),
+            ("--dup", f.net.dup_p, p.net.dup_p),
+            ("--reorder", f.net.reorder_p, p.net.reorder_p),
+            ("--long-delay", f.net.long_delay_p, p.net.long_delay_p),
+            ("--crash", f.crash_p, p.crash_p),
+            (
+                "--partition-sym",
+                f.partition_symmetric_p,
+                p.partition_symmetric_p,
+            ),
+            (
+                "--partition-asym",
+                f.partition_asymmetric_p,
+                p.partition_asymmetric_p,
+            ),
+        ] {
+            if got != base {
+                cmd.push_str(&format!(" {flag} {got}"));
+            }
         }
         if self.thrifty {
             cmd.push_str(" --thrifty");

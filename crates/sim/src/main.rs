@@ -27,6 +27,10 @@ usage: synod-sim [options]
   --clients N               closed-loop clients (default 6)
   --no-faults               no message faults, crashes or partitions
   --profile NAME            fault mix: default | duel | split | crashy
+  --drop P --dup P --reorder P --long-delay P
+                            per-message fault probabilities (override the profile)
+  --crash P --partition-sym P --partition-asym P
+                            per-chaos-round probabilities (override the profile)
   --thrifty                 thrifty mode of the core
   --mutation NAME           broken core: single-ballot | fast-quorum-too-small
   --release-before-durable  broken harness: release outputs before their fsync
@@ -64,6 +68,16 @@ fn parse() -> Result<Args, String> {
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
     }
+    fn prob(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<f64, String> {
+        let p: f64 = value(it, flag)?;
+        if (0.0..=1.0).contains(&p) {
+            Ok(p)
+        } else {
+            Err(format!("{flag} must be in 0.0..=1.0"))
+        }
+    }
+    let mut profile: Option<Profile> = None;
+    let mut overrides: Vec<(String, f64)> = Vec::new();
     while let Some(flag) = it.next() {
         let c = &mut a.config;
         match flag.as_str() {
@@ -93,11 +107,10 @@ fn parse() -> Result<Args, String> {
             "--no-faults" => c.faults.enabled = false,
             "--profile" => {
                 let name: String = value(&mut it, &flag)?;
-                let p = Profile::parse(&name).ok_or(format!("unknown profile {name:?}"))?;
-                let enabled = c.faults.enabled;
-                *c = c.clone().with_profile(p);
-                c.faults.enabled = enabled;
+                profile = Some(Profile::parse(&name).ok_or(format!("unknown profile {name:?}"))?);
             }
+            "--drop" | "--dup" | "--reorder" | "--long-delay" | "--crash" | "--partition-sym"
+            | "--partition-asym" => overrides.push((flag.clone(), prob(&mut it, &flag)?)),
             "--thrifty" => c.thrifty = true,
             "--mutation" => {
                 let name: String = value(&mut it, &flag)?;
@@ -121,6 +134,25 @@ fn parse() -> Result<Args, String> {
             "--keep-going" => a.keep_going = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    // The profile first, then the probabilities that override it.
+    let c = &mut a.config;
+    if let Some(p) = profile {
+        let enabled = c.faults.enabled;
+        *c = c.clone().with_profile(p);
+        c.faults.enabled = enabled;
+    }
+    for (flag, p) in overrides {
+        let f = &mut c.faults;
+        match flag.as_str() {
+            "--drop" => f.net.drop_p = p,
+            "--dup" => f.net.dup_p = p,
+            "--reorder" => f.net.reorder_p = p,
+            "--long-delay" => f.net.long_delay_p = p,
+            "--crash" => f.crash_p = p,
+            "--partition-sym" => f.partition_symmetric_p = p,
+            _ => f.partition_asymmetric_p = p,
         }
     }
     Ok(a)

@@ -1,7 +1,8 @@
 //! The CI soak (quality-bars.md R1): ≥ 500 seeds × ≥ 10k fault-phase steps,
 //! every fault kind on (drop, duplicate, reorder, long delay, symmetric and
 //! asymmetric partitions, crash/restart losing un-fsynced writes), across 3,
-//! 5 and 7 replicas, several conflict rates and both thrifty modes, with the
+//! 5 and 7 replicas, several conflict rates, both thrifty modes and the four
+//! fault profiles (default, duel, split, crashy), with the
 //! invariants of epaxos.md §6 checked after every step. Zero violations
 //! allowed; any failure prints the command that replays it.
 //!
@@ -12,13 +13,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use synod_sim::network::FaultCounts;
-use synod_sim::{run, SimConfig};
+use synod_sim::{run, Profile, SimConfig};
 
 const SEEDS_DEFAULT: u64 = 500;
 const STEPS: u64 = 10_000;
 const THREADS: usize = 2;
 const REPLICAS: [usize; 3] = [3, 5, 7];
 const CONFLICT_RATES: [f64; 4] = [0.0, 0.1, 0.5, 1.0];
+/// Every profile injects every fault kind; they differ in the mix.
+const PROFILES: [Profile; 4] = [
+    Profile::Default,
+    Profile::Duel,
+    Profile::Split,
+    Profile::Crashy,
+];
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -27,10 +35,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The configuration of soak seed `seed`: replicas, conflict rate and
-/// thrifty mode rotate with the seed so every combination is covered.
+/// The configuration of soak seed `seed`: replicas, conflict rate, thrifty
+/// mode and fault profile rotate with the seed so every combination is
+/// covered.
 fn config(seed: u64) -> SimConfig {
-    let mut c = SimConfig::new(seed);
+    let mut c = SimConfig::new(seed).with_profile(PROFILES[((seed / 24) % 4) as usize]);
     c.steps = STEPS;
     c.replicas = REPLICAS[(seed % 3) as usize];
     c.conflict_rate = CONFLICT_RATES[((seed / 3) % 4) as usize];
