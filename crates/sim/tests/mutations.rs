@@ -14,7 +14,12 @@
 //! For each variant, one test with every invariant on (the most direct
 //! checker fires first) and one with the direct checkers disabled, showing
 //! that the deeper ones (agreement, chosen value, visibility, ...) catch
-//! the consequence too.
+//! the consequence too. A panic of the core's own assertions is reported as
+//! the `Panic` invariant and counts as caught: in test builds the core's
+//! `debug_assert!`s (e.g. "nothing accepted in Q from R3.4 on") often fire
+//! before the simulator's checkers; in release builds (`synod-sim
+//! --mutation single-ballot --profile duel`) I5, then with I5 disabled I3,
+//! catch variant (a).
 
 use synod_sim::{run, Mutation, Profile, RunReport, SimConfig};
 
