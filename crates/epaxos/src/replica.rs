@@ -1796,17 +1796,27 @@ impl Replica {
     fn tick_coordinators(&mut self) {
         let ids: Vec<CmdId> = self.coords.keys().copied().collect();
         for id in ids {
-            let expired = {
+            let (expired, narrow) = {
                 let c = &self.coords[&id];
-                self.now >= c.started + self.opts.fast_timeout_ticks
+                (
+                    self.now >= c.started + self.opts.fast_timeout_ticks,
+                    c.asked.len() + 1 < self.config.n(),
+                )
             };
-            if expired {
+            // Thrifty (§3.8): when the fast set is late, first widen to every
+            // replica and give the fast path one more T_fast; go slow after.
+            let widen = expired && narrow;
+            if expired && !narrow {
                 self.try_decide_fast_or_slow(id, true);
             }
             let Some(c) = self.coords.get(&id) else {
                 continue;
             };
-            if self.now >= c.last_send + self.opts.retransmit_ticks {
+            if widen || self.now >= c.last_send + self.opts.retransmit_ticks {
+                if widen {
+                    self.coords.get_mut(&id).expect("present").started = self.now;
+                }
+                let c = &self.coords[&id];
                 // Retransmit to every peer that has not answered; a thrifty
                 // set widens to everyone (§3.8).
                 let missing: Vec<NodeId> = self
