@@ -280,6 +280,9 @@ pub struct SimConfig {
     pub profile: Profile,
     /// Thrifty mode of the core (epaxos.md §3.8).
     pub thrifty: bool,
+    /// Turn off the core's routing of contended keys to their owner
+    /// (`Options::forward_contended`), to measure plain EPaxos* fast paths.
+    pub no_forward: bool,
     /// Broken core variants (a) and (b) of quality-bars.md R2.
     pub mutation: Option<Mutation>,
     /// Broken harness variant (c): release messages, executions and replies
@@ -315,6 +318,7 @@ impl SimConfig {
             faults: FaultConfig::for_profile(Profile::Default),
             profile: Profile::Default,
             thrifty: false,
+            no_forward: false,
             mutation: None,
             release_before_durable: false,
             clients: 6,
@@ -374,6 +378,9 @@ impl SimConfig {
             if got != base {
                 cmd.push_str(&format!(" {flag} {got}"));
             }
+        }
+        if self.no_forward {
+            cmd.push_str(" --no-forward");
         }
         if self.thrifty {
             cmd.push_str(" --thrifty");

@@ -32,6 +32,7 @@ usage: synod-sim [options]
   --crash P --partition-sym P --partition-asym P
                             per-chaos-round probabilities (override the profile)
   --thrifty                 thrifty mode of the core
+  --no-forward              do not route contended keys to their owner replica
   --mutation NAME           broken core: single-ballot | fast-quorum-too-small
   --release-before-durable  broken harness: release outputs before their fsync
   --disable NAME            ignore violations of an invariant (repeatable)
@@ -112,6 +113,7 @@ fn parse() -> Result<Args, String> {
             "--drop" | "--dup" | "--reorder" | "--long-delay" | "--crash" | "--partition-sym"
             | "--partition-asym" => overrides.push((flag.clone(), prob(&mut it, &flag)?)),
             "--thrifty" => c.thrifty = true,
+            "--no-forward" => c.no_forward = true,
             "--mutation" => {
                 let name: String = value(&mut it, &flag)?;
                 c.mutation =

@@ -247,6 +247,10 @@ pub struct Network {
     blocked: Vec<bool>,
     /// What was injected so far.
     pub counts: FaultCounts,
+    /// `fifo_last[from * n + to]`: latest delivery time scheduled on the
+    /// link while faults are off. Without faults every link is FIFO, like the
+    /// one TCP connection per peer the runtime uses; reordering is a fault.
+    fifo_last: Vec<Time>,
 }
 
 impl Network {
@@ -259,6 +263,7 @@ impl Network {
             partitions: Vec::new(),
             blocked: vec![false; n * n],
             counts: FaultCounts::default(),
+            fifo_last: vec![0; n * n],
         }
     }
 
@@ -317,11 +322,15 @@ impl Network {
     }
 
     /// Decides the fate of one message sent now: the delays of its
-    /// deliveries (none if lost, two if duplicated).
-    pub fn plan_send(&mut self, rng: &mut SimRng) -> Vec<Time> {
+    /// deliveries (none if lost, two if duplicated). While faults are off a
+    /// link is FIFO: a message is never delivered before an earlier one.
+    pub fn plan_send(&mut self, rng: &mut SimRng, from: usize, to: usize, now: Time) -> Vec<Time> {
         let c = &self.config;
         if !self.faults_on {
-            return vec![rng.range_inclusive(c.delay_min, c.delay_max)];
+            let at = (now + rng.range_inclusive(c.delay_min, c.delay_max))
+                .max(self.fifo_last[from * self.n + to]);
+            self.fifo_last[from * self.n + to] = at;
+            return vec![at - now];
         }
         if rng.chance(c.drop_p) {
             self.counts.dropped += 1;
@@ -472,7 +481,7 @@ mod tests {
         let mut lost = 0;
         let mut dups = 0;
         for _ in 0..10_000 {
-            let plan = net.plan_send(&mut rng);
+            let plan = net.plan_send(&mut rng, 0, 1, 0);
             match plan.len() {
                 0 => lost += 1,
                 2 => dups += 1,
@@ -485,7 +494,7 @@ mod tests {
         assert!(c.reordered > 500 && c.long_delayed > 500);
         net.heal_all();
         for _ in 0..1000 {
-            let plan = net.plan_send(&mut rng);
+            let plan = net.plan_send(&mut rng, 0, 1, 0);
             assert_eq!(plan.len(), 1);
             assert!((10..=20).contains(&plan[0]));
         }

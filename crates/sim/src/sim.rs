@@ -236,6 +236,7 @@ impl Sim {
         let mut s = self.cfg.seed ^ (u64::from(node) << 48) ^ (incarnation << 32);
         let mut o = Options {
             thrifty: self.cfg.thrifty,
+            forward_contended: !self.cfg.no_forward,
             mutation: self.cfg.mutation,
             seed: splitmix64(&mut s),
             ..Options::default()
@@ -626,7 +627,10 @@ impl Sim {
             if !self.check(r) {
                 return;
             }
-            let delays = self.net.plan_send(&mut self.rng);
+            let now = self.queue.now();
+            let delays = self
+                .net
+                .plan_send(&mut self.rng, node as usize, env.to as usize, now);
             if delays.is_empty() {
                 let d = describe(&env.msg, self.cfg.trace_verbose);
                 let to = env.to;
