@@ -916,6 +916,14 @@ impl Replica {
         let mut d = self.local_deps(&cmd, id);
         d.extend(dep.iter().copied());
         d.remove(&id);
+        // Another origin's command races one of ours on a shared key: that
+        // key is contended (see `Options::forward_contended`).
+        let racing: Vec<CmdId> = d
+            .iter()
+            .copied()
+            .filter(|x| x.origin == self.me && self.coords.contains_key(x))
+            .collect();
+        self.mark_contended(&cmd, &racing);
         self.update(id, |r| {
             r.cmd = Some(Payload::Op(cmd.clone()));
             r.init_cmd = Some(cmd);
