@@ -20,7 +20,9 @@ slices=$(( ${#profiles[@]} * ${#replicas[@]} * ${#rates[@]} * ${#thrifty[@]} ))
 per=$(( (seeds_total + slices - 1) / slices ))
 
 cargo build -p synod-sim --release --quiet
-bin=target/release/synod-sim
+# Run a private copy, so a rebuild during the soak cannot change the binary.
+bin=$(mktemp -d)/synod-sim
+cp target/release/synod-sim "$bin"
 first=1000000
 start=$(date +%s)
 done_seeds=0

@@ -151,6 +151,10 @@ pub struct Options {
     /// Upper bound of the randomized exponential backoff between recovery
     /// attempts of one id (epaxos.md §4.1.5).
     pub recovery_backoff_max_ticks: u64,
+    /// How long one recovery attempt may run before a new attempt at a
+    /// higher ballot may replace it. Validate waits for every member of Q, so
+    /// an attempt whose Q lost a member can only finish by being replaced.
+    pub recovery_attempt_ticks: u64,
     /// Start recoveries automatically from timers. Scenario tests turn this
     /// off and call [`Replica::recover`] themselves.
     pub auto_recovery: bool,
@@ -196,6 +200,7 @@ impl Default for Options {
             commit_timeout_ticks: 20,
             exec_timeout_ticks: 10,
             recovery_backoff_max_ticks: 64,
+            recovery_attempt_ticks: 48,
             auto_recovery: true,
             heartbeat_ticks: 10,
             heartbeat_chase_max: 256,
@@ -292,6 +297,10 @@ struct Recovery {
     d: Deps,
     k: usize,
     last_send: u64,
+    /// Tick the attempt started; after `recovery_attempt_ticks` it may be
+    /// superseded by a new attempt at a higher ballot (e.g. when a member of
+    /// Q died during Validate, which needs every member of Q).
+    started: u64,
 }
 
 /// Timer state for an id that is not committed locally (epaxos.md §4.1).
@@ -1525,6 +1534,7 @@ impl Replica {
                 d: Deps::new(),
                 k: 0,
                 last_send: self.now,
+                started: self.now,
             },
         );
         self.send_all(&Message::Recover { ballot: b, id });
@@ -1976,7 +1986,7 @@ impl Replica {
                     .is_some_and(|p| self.insts[&id].bal == p.ballot)
                 || self.recoveries.get(&id).is_some_and(|r| {
                     self.active_recovery(id, r.ballot)
-                        && self.now < r.last_send + 4 * self.opts.retransmit_ticks
+                        && self.now < r.started + self.opts.recovery_attempt_ticks
                 });
             let w = self.watches.get_mut(&id).expect("present");
             if live {
