@@ -253,7 +253,6 @@ struct Proposal {
     payload: Payload,
     dep: Deps,
     oks: BTreeSet<NodeId>,
-    asked: BTreeSet<NodeId>,
     last_send: u64,
 }
 
@@ -668,15 +667,15 @@ impl Replica {
         self.out.messages.push(Envelope { to, msg });
     }
 
-    fn send_all(&mut self, msg: &Message) {
-        for &to in self.config.members() {
-            if to != self.me {
-                self.out.messages.push(Envelope {
-                    to,
-                    msg: msg.clone(),
-                });
-            }
+    fn send_each(&mut self, targets: impl IntoIterator<Item = NodeId>, msg: &Message) {
+        for to in targets {
+            self.send(to, msg.clone());
         }
+    }
+
+    fn send_all(&mut self, msg: &Message) {
+        let others = self.others();
+        self.send_each(others, msg);
     }
 
     fn others(&self) -> Vec<NodeId> {
@@ -892,9 +891,7 @@ impl Replica {
             cmd: batch,
             dep: d0,
         };
-        for to in targets {
-            self.send(to, msg.clone());
-        }
+        self.send_each(targets, &msg);
         // A fast quorum of one (never with n ≥ 3) would decide at once.
         self.try_decide_fast_or_slow(id, false);
     }
@@ -1034,9 +1031,7 @@ impl Replica {
             payload: payload.clone(),
             dep: dep.clone(),
         };
-        for &to in &targets {
-            self.send(to, msg.clone());
-        }
+        self.send_each(targets, &msg);
         let mut oks = BTreeSet::new();
         oks.insert(self.me);
         self.proposals.insert(
@@ -1046,7 +1041,6 @@ impl Replica {
                 payload,
                 dep,
                 oks,
-                asked: targets.into_iter().collect(),
                 last_send: self.now,
             },
         );
@@ -1643,9 +1637,7 @@ impl Replica {
                 cmd: c,
                 dep: d,
             };
-            for m in members {
-                self.send(m, msg.clone());
-            }
+            self.send_each(members, &msg);
             self.after_validate_ok(id);
         } else {
             self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
@@ -1851,9 +1843,7 @@ impl Replica {
                 let c = self.coords.get_mut(&id).expect("present");
                 c.last_send = self.now;
                 c.asked.extend(missing.iter().copied());
-                for to in missing {
-                    self.send(to, msg.clone());
-                }
+                self.send_each(missing, &msg);
             }
         }
     }
@@ -1883,10 +1873,7 @@ impl Replica {
             };
             let p = self.proposals.get_mut(&id).expect("present");
             p.last_send = self.now;
-            p.asked.extend(missing.iter().copied());
-            for to in missing {
-                self.send(to, msg.clone());
-            }
+            self.send_each(missing, &msg);
         }
     }
 
@@ -1939,13 +1926,9 @@ impl Replica {
                 .filter(|m| !rc.q.contains(m) && !rc.late.contains_key(m))
                 .collect();
             self.recoveries.get_mut(&id).expect("present").last_send = self.now;
-            for to in targets {
-                self.send(to, msg.clone());
-            }
+            self.send_each(targets, &msg);
             if in_wait {
-                for to in outside_q {
-                    self.send(to, Message::Recover { ballot: b, id });
-                }
+                self.send_each(outside_q, &Message::Recover { ballot: b, id });
             }
         }
     }
