@@ -26,6 +26,11 @@
 //!   `f` nodes at once. After `steps` steps the heal (GST): faults stop,
 //!   crashed nodes restart, links become timely, clients stop issuing new
 //!   requests; quiescence is then required within `heal_steps_max` steps.
+//!   With `dead_at_heal = K` (`--dead-at-heal K`, `K ≤ f`), K replicas
+//!   stay down for good at the heal (crashed ones first, else crashed
+//!   then): progress, completeness and end-of-run checks then cover the
+//!   live replicas only, while the safety checks still see the dead
+//!   replicas' durable state.
 //! * **Clients**: closed loop, one request outstanding, retries of the same
 //!   `(client, request)` elsewhere on abort, crash or timeout; a request
 //!   given up on is indeterminate in the history.
@@ -35,8 +40,8 @@
 //! `cargo run -p synod-sim --release -- --seeds 500 --replicas 5
 //! --conflict-rate 0.3` runs 500 seeds on two threads;
 //! `--seed S` replays one with its full trace. `--help` lists every flag
-//! (`--steps`, `--no-faults`, `--thrifty`, `--profile`, `--mutation`,
-//! `--release-before-durable`, `--disable`, ...).
+//! (`--steps`, `--dead-at-heal`, `--no-faults`, `--thrifty`, `--profile`,
+//! `--mutation`, `--release-before-durable`, `--disable`, ...).
 //!
 //! # Layout
 //!
@@ -274,6 +279,11 @@ pub struct SimConfig {
     /// Step budget after the heal to reach quiescence; exceeding it is a
     /// liveness violation (epaxos.md §6 progress checks).
     pub heal_steps_max: u64,
+    /// Replicas that stay down for good at the heal (`0..=f`; chosen from
+    /// the seed, preferring replicas that are down at that moment, else
+    /// crashing up ones). Progress and the end-of-run completeness checks
+    /// then cover the live replicas only. See [`SimConfig::validate`].
+    pub dead_at_heal: usize,
     /// Fault mix; `faults.enabled = false` is `--no-faults`.
     pub faults: FaultConfig,
     /// The named profile `faults` came from (for the replay command).
@@ -315,6 +325,7 @@ impl SimConfig {
             conflict_rate: 0.1,
             steps: 10_000,
             heal_steps_max: 200_000,
+            dead_at_heal: 0,
             faults: FaultConfig::for_profile(Profile::Default),
             profile: Profile::Default,
             thrifty: false,
@@ -341,6 +352,25 @@ impl SimConfig {
     pub fn without_faults(mut self) -> SimConfig {
         self.faults.enabled = false;
         self
+    }
+
+    /// Rejects configurations no run can pass: a replica count without a
+    /// standard quorum configuration, and more than `f` replicas dead after the heal (with
+    /// `f + 1` down no quorum is left, so progress is impossible by
+    /// design, not by a bug). [`run`] panics with this message.
+    pub fn validate(&self) -> Result<(), String> {
+        let qc = synod_types::QuorumConfig::standard(self.replicas)
+            .map_err(|e| format!("replicas must be 3, 5 or 7 (got {}: {e})", self.replicas))?;
+        if self.dead_at_heal > qc.f() {
+            return Err(format!(
+                "dead_at_heal = {} but {} replicas tolerate at most f = {} dead \
+                 ones: with more, no quorum is left and progress is impossible",
+                self.dead_at_heal,
+                self.replicas,
+                qc.f()
+            ));
+        }
+        Ok(())
     }
 
     /// The command line that replays this run.
@@ -393,6 +423,9 @@ impl SimConfig {
         }
         if self.heal_steps_max != SimConfig::new(0).heal_steps_max {
             cmd.push_str(&format!(" --heal-steps {}", self.heal_steps_max));
+        }
+        if self.dead_at_heal != 0 {
+            cmd.push_str(&format!(" --dead-at-heal {}", self.dead_at_heal));
         }
         for name in &self.disabled_invariants {
             cmd.push_str(&format!(" --disable '{name}'"));
@@ -472,6 +505,8 @@ pub struct RunReport {
     pub requests_indeterminate: u64,
     /// True if the run reached quiescence after the heal.
     pub quiescent: bool,
+    /// Replicas that stayed down for good at the heal (`dead_at_heal`).
+    pub dead_nodes: Vec<synod_types::NodeId>,
     /// The first violation, if any.
     pub violation: Option<Violation>,
 }
@@ -488,6 +523,13 @@ impl RunReport {
 }
 
 /// Runs one simulation to quiescence (or to the first violation).
+///
+/// # Panics
+///
+/// If `config` fails [`SimConfig::validate`].
 pub fn run(config: SimConfig) -> RunReport {
+    if let Err(e) = config.validate() {
+        panic!("invalid SimConfig: {e}");
+    }
     sim::Sim::new(config).run()
 }

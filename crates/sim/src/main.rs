@@ -24,6 +24,8 @@ usage: synod-sim [options]
   --conflict-rate R         0.0..=1.0, share of decisions on the hot keys (default 0.1)
   --steps N                 fault-phase steps per seed (default 10000)
   --heal-steps N            step budget to quiesce after the heal (default 200000)
+  --dead-at-heal K          K replicas (0..=f) stay down for good at the heal; progress
+                            is then required of the live ones (default 0)
   --clients N               closed-loop clients (default 6)
   --no-faults               no message faults, crashes or partitions
   --profile NAME            fault mix: default | duel | split | crashy
@@ -99,6 +101,7 @@ fn parse() -> Result<Args, String> {
             }
             "--steps" => c.steps = value(&mut it, &flag)?,
             "--heal-steps" => c.heal_steps_max = value(&mut it, &flag)?,
+            "--dead-at-heal" => c.dead_at_heal = value(&mut it, &flag)?,
             "--clients" => {
                 c.clients = value(&mut it, &flag)?;
                 if c.clients == 0 {
@@ -157,6 +160,7 @@ fn parse() -> Result<Args, String> {
             _ => f.partition_asymmetric_p = p,
         }
     }
+    c.validate()?;
     Ok(a)
 }
 

@@ -89,6 +89,10 @@ pub struct SimNode {
     pub fsync_scheduled: bool,
     /// Bumped at every crash; events of older incarnations are ignored.
     pub incarnation: u64,
+    /// Down for good since the heal (`SimConfig::dead_at_heal`): never
+    /// restarts. Progress and the end-of-run completeness checks skip it;
+    /// the safety checks still see its durable state.
+    pub dead: bool,
 }
 
 impl SimNode {
@@ -101,6 +105,7 @@ impl SimNode {
             pending: VecDeque::new(),
             fsync_scheduled: false,
             incarnation: 0,
+            dead: false,
         }
     }
 
@@ -224,6 +229,7 @@ mod tests {
             pending,
             fsync_scheduled: true,
             incarnation: 0,
+            dead: false,
         };
         assert_eq!(node.volatile_record(id(1)).unwrap().phase, Phase::Accepted);
         assert!(node.volatile_record(id(2)).is_none());

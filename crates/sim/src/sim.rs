@@ -5,7 +5,10 @@
 //! chaos decision (crash, partition), a restart or a partition heal. After
 //! `config.steps` steps the heal happens (the GST): faults stop, every
 //! crashed node restarts, links become timely and clients stop issuing new
-//! requests. The run then continues until quiescence (checked every
+//! requests. With `config.dead_at_heal = K`, K nodes (crashed ones first,
+//! else up ones crashed at the heal) stay down for good instead; clients
+//! only ever pick up nodes, so they retry at live ones. The run then
+//! continues until quiescence of the live nodes (checked every
 //! [`QUIESCENCE_CHECK_EVERY`] steps) or until the heal budget is exhausted,
 //! which is a liveness violation.
 
@@ -179,7 +182,10 @@ fn describe(msg: &Message, verbose: bool) -> String {
 
 impl Sim {
     pub(crate) fn new(cfg: SimConfig) -> Sim {
-        let qc = QuorumConfig::standard(cfg.replicas).expect("replicas must be 3, 5 or 7");
+        if let Err(e) = cfg.validate() {
+            panic!("invalid SimConfig: {e}");
+        }
+        let qc = QuorumConfig::standard(cfg.replicas).expect("validated");
         let mut seed_state = cfg.seed;
         let rng = SimRng::new(splitmix64(&mut seed_state));
         let workload_rng = SimRng::new(splitmix64(&mut seed_state));
@@ -375,6 +381,7 @@ impl Sim {
             requests_answered: self.clients.answered,
             requests_indeterminate: self.clients.indeterminate,
             quiescent: self.quiescent,
+            dead_nodes: self.nodes.iter().filter(|n| n.dead).map(|n| n.id).collect(),
             violation: self.violation.clone(),
         }
     }
@@ -418,7 +425,8 @@ impl Sim {
             }
             Event::Chaos => self.chaos(),
             Event::Restart { node } => {
-                if !self.nodes[node as usize].is_up() {
+                let n = &self.nodes[node as usize];
+                if !n.is_up() && !n.dead {
                     self.restart(node);
                 }
             }
@@ -938,10 +946,41 @@ impl Sim {
         self.checker.progress.heal();
         self.net.heal_all();
         self.log(|| "HEAL: faults stop, crashed nodes restart, links timely".into());
+        for node in self.pick_dead_at_heal() {
+            if self.nodes[node as usize].is_up() {
+                self.crash(node);
+            }
+            self.nodes[node as usize].dead = true;
+            self.log(|| format!("n{node} stays down for good"));
+        }
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].is_up() {
+            if !self.nodes[i].is_up() && !self.nodes[i].dead {
                 self.restart(i as NodeId);
             }
         }
+    }
+
+    /// The `dead_at_heal` nodes that stay down: nodes down at the heal
+    /// first, then up ones, each group in a seeded random order. Draws no
+    /// random number when `dead_at_heal` is 0, so such runs are unchanged.
+    fn pick_dead_at_heal(&mut self) -> Vec<NodeId> {
+        let k = self.cfg.dead_at_heal;
+        if k == 0 {
+            return Vec::new();
+        }
+        let (mut down, mut up): (Vec<NodeId>, Vec<NodeId>) = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .partition(|&id| !self.nodes[id as usize].is_up());
+        let mut picked = Vec::with_capacity(k);
+        for group in [&mut down, &mut up] {
+            while picked.len() < k && !group.is_empty() {
+                let j = self.rng.below(group.len() as u64) as usize;
+                picked.push(group.swap_remove(j));
+            }
+        }
+        assert_eq!(picked.len(), k, "dead_at_heal <= f < n (validated)");
+        picked
     }
 }

@@ -556,7 +556,10 @@ impl Checker {
         }
     }
 
-    /// O(state) checks at quiescence.
+    /// O(state) checks at quiescence. Completeness checks (every write
+    /// executed, exactly once, equal totals) cover the live replicas only;
+    /// agreement and well-formedness still cover the durable state of
+    /// replicas dead since the heal.
     pub fn final_checks(
         &mut self,
         nodes: &[SimNode],
@@ -567,7 +570,7 @@ impl Checker {
         keep!(self, execution_well_formed::final_check(nodes));
         keep!(self, self.order.final_check(nodes));
         keep!(self, state_machine_equality::final_check(nodes));
-        keep!(self, self.once.final_check(clients));
+        keep!(self, self.once.final_check(clients, nodes));
         keep!(self, self.stock.final_check(nodes));
         keep!(
             self,

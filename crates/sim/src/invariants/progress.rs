@@ -7,6 +7,13 @@
 //! output is waiting for an fsync, and every client has been answered.
 //! Recovery attempts per id stay bounded after the heal: at most
 //! [`RECOVERY_BALLOTS_AFTER_HEAL_MAX`] distinct recovery ballots per id.
+//!
+//! With nodes dead for good (`SimConfig::dead_at_heal`, at most `f`), the
+//! same is required of the live ones: every instance a live replica
+//! durably knows, or a live origin submitted, is committed and processed
+//! at every live replica, and every client is answered (by a live
+//! replica). An instance only a dead replica ever knew can never be
+//! decided and is not required.
 
 use super::{ensure, Check, Ghost};
 use crate::clients::Clients;
@@ -56,7 +63,8 @@ pub const NAME: &str = "Progress after heal";
 /// `None` if quiescent, else a description of what is still missing.
 pub fn missing(nodes: &[SimNode], ghost: &Ghost, clients: &Clients) -> Option<String> {
     let mut problems: Vec<String> = Vec::new();
-    for n in nodes {
+    let live = || nodes.iter().filter(|n| !n.dead);
+    for n in live() {
         if !n.is_up() {
             problems.push(format!("n{} is down", n.id));
         }
@@ -68,13 +76,18 @@ pub fn missing(nodes: &[SimNode], ghost: &Ghost, clients: &Clients) -> Option<St
             ));
         }
     }
-    let mut ids: BTreeSet<CmdId> = ghost.orig.keys().copied().collect();
-    for n in nodes {
+    let mut ids: BTreeSet<CmdId> = ghost
+        .orig
+        .keys()
+        .filter(|id| nodes.get(id.origin as usize).is_some_and(|o| !o.dead))
+        .copied()
+        .collect();
+    for n in live() {
         ids.extend(n.durable.records.keys().copied());
     }
     let mut undone = 0usize;
     for id in &ids {
-        for n in nodes {
+        for n in live() {
             if !n.durable.is_done(*id) {
                 undone += 1;
                 if undone <= 8 {

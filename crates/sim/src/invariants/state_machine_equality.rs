@@ -39,10 +39,23 @@ impl State {
     }
 }
 
-/// Replicas with equal executed sets have equal digests.
+/// Replicas with equal executed sets have equal digests, and at
+/// quiescence every live replica (not dead for good since the heal) has
+/// executed the same set, so the live replicas' digests are all compared.
 pub fn final_check(nodes: &[SimNode]) -> Check {
     for (i, p) in nodes.iter().enumerate() {
         for q in &nodes[i + 1..] {
+            if !p.dead && !q.dead {
+                ensure(p.durable.executed == q.durable.executed, NAME, || {
+                    format!(
+                        "live n{} and n{} executed different sets at quiescence ({} vs {} ids)",
+                        p.id,
+                        q.id,
+                        p.durable.executed.len(),
+                        q.durable.executed.len()
+                    )
+                })?;
+            }
             if p.durable.executed == q.durable.executed {
                 let (dp, dq) = (p.durable.app.digest(), q.durable.app.digest());
                 ensure(dp == dq, NAME, || {
