@@ -1427,17 +1427,7 @@ impl Replica {
                 "I9: Validate for {id:?} carries a different batch"
             );
         }
-        let conflicts = self.validate_conflicts(id, &c, &d);
-        let (c2, d2) = (c.clone(), d.clone());
-        self.update(id, |r| {
-            if r.cmd.is_none() || matches!(r.cmd, Some(Payload::Op(_))) {
-                // cmd is ⊥ or already this batch; an Accepted Nop cannot be
-                // here (nothing in Q accepted at this point, §4.3).
-                r.cmd = Some(Payload::Op(c2.clone()));
-            }
-            r.init_cmd = Some(c2);
-            r.init_dep = d2;
-        });
+        let conflicts = self.apply_validate(id, c, d);
         self.send(
             from,
             Message::ValidateOk {
@@ -1446,6 +1436,24 @@ impl Replica {
                 conflicts,
             },
         );
+    }
+
+    /// The effect of Validate(b, id, c, D) at this replica (§4.2), for a
+    /// peer's message and for the recoverer's own copy alike: computes `I_q`,
+    /// then records `(c, D)` as `cmd`, `init_cmd` and `init_dep`; `phase`,
+    /// `dep`, `bal` and `abal` are not changed (I11).
+    fn apply_validate(&mut self, id: CmdId, c: Batch, d: Deps) -> Vec<(CmdId, Phase)> {
+        let conflicts = self.validate_conflicts(id, &c, &d);
+        self.update(id, |r| {
+            if r.cmd.is_none() || matches!(r.cmd, Some(Payload::Op(_))) {
+                // cmd is ⊥ or already this batch; an Accepted Nop cannot be
+                // here (nothing in Q accepted at this point, §4.3).
+                r.cmd = Some(Payload::Op(c.clone()));
+            }
+            r.init_cmd = Some(c);
+            r.init_dep = d;
+        });
+        conflicts
     }
 
     /// `I_q` of §4.2: conflicting ids that could witness that `(c, D)` was
@@ -1614,15 +1622,7 @@ impl Replica {
             };
             // R4: Validate to Q, own copy synchronously.
             let members: Vec<NodeId> = q.keys().copied().filter(|&m| m != self.me).collect();
-            let own = self.validate_conflicts(id, &c, &d);
-            let (c2, d2) = (c.clone(), d.clone());
-            self.update(id, |r| {
-                if r.cmd.is_none() || matches!(r.cmd, Some(Payload::Op(_))) {
-                    r.cmd = Some(Payload::Op(c2.clone()));
-                }
-                r.init_cmd = Some(c2);
-                r.init_dep = d2;
-            });
+            let own = self.apply_validate(id, c.clone(), d.clone());
             let rc = self.recoveries.get_mut(&id).expect("active");
             rc.c = Some(c.clone());
             rc.d = d.clone();
