@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long simulator soak (quality-bars.md R1): SEEDS seeds spread evenly over
-# every fault profile x replica count x conflict rate x thrifty on/off, each
-# slice with its own seed range, STEPS fault-phase steps per seed.
+# every fault profile x replica count x conflict rate x thrifty on/off x
+# (all replicas back after the heal | f replicas dead for good), each slice
+# with its own seed range, STEPS fault-phase steps per seed.
 #
 #   scripts/soak.sh [SEEDS=100000] [STEPS=2000]
 #
@@ -16,7 +17,8 @@ profiles=(default duel split crashy)
 replicas=(3 5 7)
 rates=(0.1 1.0)
 thrifty=("" "--thrifty")
-slices=$(( ${#profiles[@]} * ${#replicas[@]} * ${#rates[@]} * ${#thrifty[@]} ))
+dead=(none f)
+slices=$(( ${#profiles[@]} * ${#replicas[@]} * ${#rates[@]} * ${#thrifty[@]} * ${#dead[@]} ))
 per=$(( (seeds_total + slices - 1) / slices ))
 
 cargo build -p synod-sim --release --quiet
@@ -30,12 +32,16 @@ for p in "${profiles[@]}"; do
   for r in "${replicas[@]}"; do
     for c in "${rates[@]}"; do
       for t in "${thrifty[@]}"; do
-        echo "== profile=$p replicas=$r conflict-rate=$c ${t:-non-thrifty} seeds $first..$((first + per))"
-        # shellcheck disable=SC2086
-        "$bin" --seeds "$per" --first-seed "$first" --steps "$steps" \
-          --profile "$p" --replicas "$r" --conflict-rate "$c" $t | tail -n 4
-        first=$((first + per))
-        done_seeds=$((done_seeds + per))
+        for d in "${dead[@]}"; do
+          k=0
+          [ "$d" = f ] && k=$(( (r - 1) / 2 ))
+          echo "== profile=$p replicas=$r conflict-rate=$c ${t:-non-thrifty} dead-at-heal=$k seeds $first..$((first + per))"
+          # shellcheck disable=SC2086
+          "$bin" --seeds "$per" --first-seed "$first" --steps "$steps" \
+            --profile "$p" --replicas "$r" --conflict-rate "$c" --dead-at-heal "$k" $t | tail -n 4
+          first=$((first + per))
+          done_seeds=$((done_seeds + per))
+        done
       done
     done
   done
