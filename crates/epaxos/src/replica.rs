@@ -3,7 +3,9 @@
 use crate::messages::{Envelope, Message};
 use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use synod_executor::Executor;
 use synod_types::{
@@ -231,6 +233,11 @@ pub struct Stats {
     pub dropped: u64,
 }
 
+/// A hash map with a fixed hasher: `std`'s default `RandomState` seeds itself
+/// from OS randomness, which a pure core must not use. None of these maps'
+/// iteration orders reaches an output either (epaxos.md §5.3).
+type DetHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+
 /// Volatile coordinator state of an own instance at the initial ballot
 /// (epaxos.md §2.3). Lost on restart; losing it costs liveness only.
 #[derive(Debug)]
@@ -331,7 +338,7 @@ pub struct Replica {
     /// key → ids whose batch is known here and touches the key, with the
     /// strongest access. Committed Nops are removed (they conflict with
     /// nothing that matters: Visibility only constrains non-Nop pairs).
-    key_index: HashMap<Key, BTreeMap<CmdId, Access>>,
+    key_index: DetHashMap<Key, BTreeMap<CmdId, Access>>,
     /// Ids whose current `cmd` is Nop, committed or not: Nop conflicts with
     /// every payload (epaxos.md §1.3), so every new dependency set includes
     /// them. Leaving committed Nops out is unsafe: a replica that holds the
@@ -346,7 +353,7 @@ pub struct Replica {
     proposals: BTreeMap<CmdId, Proposal>,
     recoveries: BTreeMap<CmdId, Recovery>,
     /// Largest `k` received in `Waiting(x, k)` per x (a hint; volatile).
-    waiting_hint: HashMap<CmdId, usize>,
+    waiting_hint: DetHashMap<CmdId, usize>,
     watches: BTreeMap<CmdId, Watch>,
     stats: Stats,
     /// Output being built by the current step.
@@ -359,7 +366,7 @@ pub struct Replica {
     /// committed here (what `Heartbeat` advertises).
     committed_prefix: BTreeMap<NodeId, u64>,
     /// Contended key → tick until which it stays contended.
-    contended: HashMap<Key, u64>,
+    contended: DetHashMap<Key, u64>,
     /// Commands forwarded to an owner and not yet executed here, with the
     /// tick after which they are submitted locally instead.
     forwarded: BTreeMap<(u64, u64), (Command, NodeId, u64)>,
@@ -386,21 +393,21 @@ impl Replica {
             now: 0,
             next_seq: 0,
             insts: BTreeMap::new(),
-            key_index: HashMap::new(),
+            key_index: DetHashMap::default(),
             nops: BTreeSet::new(),
             executor: Executor::new(),
             batch: Vec::new(),
             coords: BTreeMap::new(),
             proposals: BTreeMap::new(),
             recoveries: BTreeMap::new(),
-            waiting_hint: HashMap::new(),
+            waiting_hint: DetHashMap::default(),
             watches: BTreeMap::new(),
             stats: Stats::default(),
             out: Output::default(),
             dirty: BTreeSet::new(),
             recheck_waiting: false,
             committed_prefix: BTreeMap::new(),
-            contended: HashMap::new(),
+            contended: DetHashMap::default(),
             forwarded: BTreeMap::new(),
             suspect: BTreeMap::new(),
         }

@@ -17,7 +17,11 @@ use std::path::{Path, PathBuf};
 const PURE_CRATES: [&str; 4] = ["types", "epaxos", "executor", "decision"];
 
 /// Source text that means I/O, clocks, threads, environment or OS randomness.
-const FORBIDDEN_SOURCE: [&str; 11] = [
+/// `std`'s `HashMap::new()`/`HashSet::new()` use `RandomState`, which seeds
+/// itself from the OS: pure crates use a fixed hasher or B-trees instead.
+/// (A text check: `HashMap::default()` with the default hasher slips through;
+/// review catches that one.)
+const FORBIDDEN_SOURCE: [&str; 15] = [
     "tokio",
     "std::net",
     "std::fs",
@@ -29,6 +33,10 @@ const FORBIDDEN_SOURCE: [&str; 11] = [
     "getrandom",
     "std::thread",
     "std::env",
+    "RandomState",
+    "HashMap::new",
+    "HashSet::new",
+    "HashMap::with_capacity",
 ];
 
 /// Crates a pure crate may not depend on.
