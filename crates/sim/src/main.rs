@@ -313,6 +313,10 @@ fn main() -> ExitCode {
     );
     if t.violations.is_empty() {
         println!("0 violations");
+        println!(
+            "next: --help for fault profiles and broken variants; --seed S --replicas N \
+             replays one run; README.md \"The simulator\" explains these figures"
+        );
         ExitCode::SUCCESS
     } else {
         println!("{} violating seed(s):", t.violations.len());
