@@ -25,7 +25,6 @@
 
 mod messages;
 mod replica;
-mod rng;
 
 pub use messages::{Envelope, Message};
 pub use replica::{

@@ -1,7 +1,6 @@
 //! The EPaxos\* replica.
 
 use crate::messages::{Envelope, Message};
-use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -10,6 +9,7 @@ use std::sync::Arc;
 use synod_executor::Executor;
 use synod_types::{
     Access, Ballot, Batch, CmdId, Command, Deps, Key, NodeId, Payload, Phase, QuorumConfig,
+    SplitMix64,
 };
 
 /// Per-instance durable state (epaxos.md §2.1). Exactly what a `Write`

@@ -852,18 +852,11 @@ mod tests {
 
     // ---- property test -------------------------------------------------
 
-    /// SplitMix64, so the test needs no extra crates and replays from a seed.
-    struct Rng(u64);
+    /// The shared seeded SplitMix64, so the test replays from a seed.
+    struct Rng(synod_types::SplitMix64);
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
         fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
+            self.0.below(n)
         }
         fn chance(&mut self, percent: u64) -> bool {
             self.below(100) < percent
@@ -1022,7 +1015,7 @@ mod tests {
     #[test]
     fn random_graphs_same_conflict_order_in_any_commit_order() {
         for seed in 0..400u64 {
-            let mut rng = Rng(seed);
+            let mut rng = Rng(synod_types::SplitMix64::new(seed));
             let g = random_graph(&mut rng);
             let mut order_a = g.ids.clone();
             let mut order_b = g.ids.clone();

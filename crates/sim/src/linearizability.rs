@@ -642,26 +642,11 @@ mod tests {
         assert!(detail.contains("malformed"), "{detail}");
     }
 
-    /// SplitMix64, so the test needs no extra crates.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// Runs random decisions sequentially against a real state machine at
     /// distinct linearization points, wraps each in a random interval around
     /// its point, and drops some responses.
     fn generated_history(seed: u64, len: u64) -> Vec<HistoryOp> {
-        let mut rng = Rng(seed);
+        let mut rng = synod_types::SplitMix64::new(seed);
         let mut sm = StateMachine::new();
         let keys = ["k0", "k1", "k2", "s0"];
         let mut h = Vec::new();

@@ -13,11 +13,10 @@ pub struct SimRng {
 /// One SplitMix64 step: used to expand a seed into xoshiro state and to derive
 /// independent sub-seeds (e.g. per-replica `Options::seed`).
 pub fn splitmix64(state: &mut u64) -> u64 {
+    let mut g = synod_types::SplitMix64::new(*state);
+    let out = g.next_u64();
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    out
 }
 
 impl SimRng {

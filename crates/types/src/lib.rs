@@ -301,6 +301,37 @@ impl QuorumConfig {
     }
 }
 
+/// SplitMix64: the one small deterministic PRNG of the pure crates (backoff
+/// jitter in the core) and of their randomized tests. Seeded by the caller,
+/// never from the OS, so every run replays from its seed.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator whose whole output is determined by `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-ish in `0..bound` (modulo bias is irrelevant here).
+    ///
+    /// # Panics
+    /// If `bound` is 0.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0, "SplitMix64::below(0)");
+        self.next_u64() % bound
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
