@@ -1,0 +1,153 @@
+//! The JSON bodies of the replica's HTTP API (`/v1`), shared by the server
+//! (`synod-runtime`) and every client.
+//!
+//! This is the minimal surface the durable-replica issue needs (propose,
+//! local read, status, the execution log for tests). The client-API issue
+//! replaces it with the versioned gRPC/HTTP API; keep field names stable
+//! until then.
+
+use serde::{Deserialize, Serialize};
+use synod_decision::{Guard, Op, Outcome};
+use synod_types::CmdId;
+
+/// `POST /v1/decisions`: propose one decision and wait for its result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposeRequest {
+    /// Client session id. With `request`, makes retries exactly-once: a
+    /// retry of the same `(client, request)` returns the recorded result.
+    /// Omitted: the replica makes a one-off session (no retry protection).
+    #[serde(default)]
+    pub client: Option<u64>,
+    /// Per-client request number, ≥ 1, increasing.
+    #[serde(default)]
+    pub request: Option<u64>,
+    /// The ops, applied in order, all-or-nothing.
+    pub ops: Vec<Op>,
+    /// Preconditions checked before the first op.
+    #[serde(default)]
+    pub guards: Vec<Guard>,
+    /// Proposer's wall clock in ms (the claim TTL clock). Omitted: the
+    /// replica's clock at arrival.
+    #[serde(default)]
+    pub issued_at_ms: Option<u64>,
+    /// How long to wait for the result; capped by the server's limit.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Answer to [`ProposeRequest`]: the decision was executed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposeResponse {
+    /// Instance that carried the decision, e.g. `0.17@1`.
+    pub instance: String,
+    /// Session the decision ran under.
+    pub client: u64,
+    /// Request number within the session.
+    pub request: u64,
+    /// Applied with per-op results, or rejected with a reason.
+    pub outcome: Outcome,
+}
+
+/// Every non-2xx answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `invalid_argument`, `overloaded`,
+    /// `timeout`, `unavailable`.
+    pub code: String,
+    /// Human-readable detail naming the offending field or limit.
+    pub message: String,
+    /// True if the same request may be retried (same `client`/`request`).
+    pub retryable: bool,
+    /// Suggested wait before retrying, for overload.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// This replica.
+    pub node: u16,
+    /// Members of the current epoch.
+    pub members: Vec<u16>,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Random id of this process incarnation (changes at every start).
+    pub boot_id: u64,
+    /// Commands applied to the state machine since start (including the
+    /// ones re-executed while recovering).
+    pub applied: u64,
+    /// Digest of the decision state; equal on replicas that applied the
+    /// same set of decisions.
+    pub state_digest: u64,
+    /// Committed instances not yet executed here.
+    pub pending_execution: u64,
+    /// Own instances still being decided.
+    pub in_flight: u64,
+    /// Proposals waiting for their result.
+    pub waiting_proposals: u64,
+    /// Highest WAL sequence number appended / made durable.
+    pub wal_last_lsn: u64,
+    /// Highest durable WAL sequence number.
+    pub wal_durable_lsn: u64,
+    /// Instances committed on the fast path / slow path (own).
+    pub fast_commits: u64,
+    /// Own instances committed after an Accept round.
+    pub slow_commits: u64,
+    /// Recovery attempts started here.
+    pub recoveries: u64,
+}
+
+/// One executed instance in `GET /v1/log`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Position in this incarnation's execution log, from 0.
+    pub index: u64,
+    /// Instance id.
+    pub instance: CmdId,
+    /// The commands of the instance, in apply order.
+    pub commands: Vec<LogCommand>,
+}
+
+/// One command of a [`LogEntry`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCommand {
+    /// Session.
+    pub client: u64,
+    /// Request number.
+    pub request: u64,
+    /// Conflict keys, sorted (session keys included).
+    pub keys: Vec<String>,
+    /// True if this execution applied the decision; false if it was
+    /// rejected or was a duplicate answered from the session table.
+    pub applied: bool,
+}
+
+/// `GET /v1/log?from=N&limit=M`: this incarnation's execution log. After
+/// a restart it starts again at index 0 with what the replica re-executes
+/// from its snapshot onwards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogResponse {
+    /// This replica.
+    pub node: u16,
+    /// Incarnation the indexes belong to.
+    pub boot_id: u64,
+    /// Entries `from..`.
+    pub entries: Vec<LogEntry>,
+    /// Index to ask for next.
+    pub next: u64,
+}
+
+/// `GET /v1/keys/{key}`: a local (non-linearizable) read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadResponse {
+    /// The key.
+    pub key: String,
+    /// Its version (0: absent).
+    pub version: u64,
+    /// Its value, if present.
+    pub value: Option<synod_decision::Value>,
+    /// Always `"local"` for now: the replica's own state, which may lag
+    /// the cluster by the decisions it has not executed yet.
+    pub consistency: String,
+}

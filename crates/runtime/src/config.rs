@@ -1,0 +1,276 @@
+//! A replica's configuration: what `synod server --config node.toml` reads.
+//!
+//! Every field has a default, so an empty file is a valid single-node-less
+//! config only in combination with `id` and `members`. Layering (defaults <
+//! TOML file < `SYNOD_*` environment < flags) is done by the `synod` binary;
+//! this module only defines the shape, the defaults and [`NodeConfig::validate`].
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use synod_types::NodeId;
+
+/// One replica's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This replica's id; must appear in `members`.
+    pub id: NodeId,
+    /// Opaque cluster identity; peers with another id are refused.
+    pub cluster_id: u64,
+    /// Where this replica keeps its WAL and snapshots.
+    pub data_dir: PathBuf,
+    /// Every member of the cluster, this one included.
+    pub members: Vec<Member>,
+    /// Protocol tunables.
+    pub protocol: ProtocolConfig,
+    /// WAL and snapshot tunables.
+    pub storage: StorageConfig,
+    /// Replica-to-replica transport limits.
+    pub transport: TransportConfig,
+    /// Client-facing limits.
+    pub limits: LimitsConfig,
+}
+
+/// One member: its id and addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Replica id (0..=65535).
+    pub id: NodeId,
+    /// Replica-to-replica address (transport).
+    pub peer_addr: SocketAddr,
+    /// Client API address (HTTP).
+    pub api_addr: SocketAddr,
+}
+
+/// Protocol tunables (see `synod_epaxos::Options` for their meaning).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolConfig {
+    /// Length of one core tick in ms; every protocol timeout is a number of
+    /// ticks.
+    pub tick_ms: u64,
+    /// Most commands in one instance.
+    pub batch_size_max: usize,
+    /// Thrifty mode: PreAccept to a fast quorum only.
+    pub thrifty: bool,
+    /// Ticks before an own instance gives up on the fast path.
+    pub fast_timeout_ticks: u64,
+    /// Ticks between retransmissions.
+    pub retransmit_ticks: u64,
+    /// Ticks a non-committed instance may wait before it is recovered.
+    pub commit_timeout_ticks: u64,
+    /// Route commands on contended keys to one owner (our addition).
+    pub forward_contended: bool,
+}
+
+/// WAL and snapshot tunables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Size of one preallocated WAL segment.
+    pub segment_bytes: u64,
+    /// Take a snapshot after this many WAL records since the last one
+    /// (0: never). Bounds WAL replay time at start.
+    pub snapshot_every_records: u64,
+}
+
+/// Replica-to-replica transport limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Largest frame accepted or sent.
+    pub max_frame_bytes: u32,
+    /// Messages queued per peer before new ones are dropped (the protocol
+    /// retransmits).
+    pub peer_queue_capacity: usize,
+}
+
+/// Client-facing limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Proposals waiting for their result at once; beyond it a proposal is
+    /// refused as overloaded (retryable).
+    pub max_waiting_proposals: usize,
+    /// Default and largest wait for a proposal's result, in ms.
+    pub propose_timeout_ms: u64,
+    /// Largest HTTP request body.
+    pub max_request_bytes: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 0,
+            cluster_id: 1,
+            data_dir: PathBuf::from("synod-data/node-0"),
+            members: Vec::new(),
+            protocol: ProtocolConfig::default(),
+            storage: StorageConfig::default(),
+            transport: TransportConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            tick_ms: 5,
+            batch_size_max: 64,
+            thrifty: false,
+            fast_timeout_ticks: 4,
+            retransmit_ticks: 8,
+            commit_timeout_ticks: 40,
+            forward_contended: true,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            segment_bytes: 64 << 20,
+            snapshot_every_records: 100_000,
+        }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame_bytes: 16 << 20,
+            peer_queue_capacity: 65_536,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_waiting_proposals: 10_000,
+            propose_timeout_ms: 10_000,
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl NodeConfig {
+    /// The standard local cluster of `synod up`: `n` replicas with ids
+    /// `0..n` on 127.0.0.1, transport ports `7100 + id`, HTTP ports
+    /// `7000 + id`, data under `root/node-<id>`; this is node `id`.
+    pub fn local(id: NodeId, n: u16, root: &std::path::Path) -> NodeConfig {
+        let members = (0..n)
+            .map(|i| Member {
+                id: i,
+                peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100 + i)),
+                api_addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i)),
+            })
+            .collect();
+        NodeConfig {
+            id,
+            data_dir: root.join(format!("node-{id}")),
+            members,
+            ..NodeConfig::default()
+        }
+    }
+
+    /// This replica's member entry.
+    pub fn me(&self) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == self.id)
+    }
+
+    /// Checks everything that would make the replica fail later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |s: String| Err(ConfigError(s));
+        if self.me().is_none() {
+            return err(format!("id {} is not in members", self.id));
+        }
+        let mut ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.members.len() {
+            return err("members: duplicate id".into());
+        }
+        if ![1, 3, 5, 7].contains(&self.members.len()) {
+            return err(format!(
+                "members: {} replicas; Synod runs 3, 5 or 7 (1 for experiments)",
+                self.members.len()
+            ));
+        }
+        let p = &self.protocol;
+        if p.tick_ms == 0 || p.tick_ms > 1000 {
+            return err(format!(
+                "protocol.tick_ms = {}: must be 1..=1000",
+                p.tick_ms
+            ));
+        }
+        if p.batch_size_max == 0 || p.batch_size_max > 4096 {
+            return err(format!(
+                "protocol.batch_size_max = {}: must be 1..=4096",
+                p.batch_size_max
+            ));
+        }
+        if p.fast_timeout_ticks == 0 || p.retransmit_ticks == 0 || p.commit_timeout_ticks == 0 {
+            return err("protocol: timeouts must be at least one tick".into());
+        }
+        if self.storage.segment_bytes < (1 << 20) {
+            return err(format!(
+                "storage.segment_bytes = {}: must be at least 1 MiB",
+                self.storage.segment_bytes
+            ));
+        }
+        if self.transport.max_frame_bytes < (64 << 10) {
+            return err("transport.max_frame_bytes must be at least 64 KiB".into());
+        }
+        if self.transport.peer_queue_capacity == 0 {
+            return err("transport.peer_queue_capacity must be positive".into());
+        }
+        let l = &self.limits;
+        if l.max_waiting_proposals == 0 || l.propose_timeout_ms == 0 || l.max_request_bytes == 0 {
+            return err("limits: every limit must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_config_is_valid_and_ports_follow_ids() {
+        let c = NodeConfig::local(2, 3, std::path::Path::new("/tmp/x"));
+        c.validate().unwrap();
+        assert_eq!(c.me().unwrap().api_addr.port(), 7002);
+        assert_eq!(c.me().unwrap().peer_addr.port(), 7102);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x/node-2"));
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let mut c = NodeConfig::local(0, 3, std::path::Path::new("/tmp/x"));
+        c.protocol.batch_size_max = 0;
+        assert!(c.validate().unwrap_err().0.contains("batch_size_max"));
+        let mut c = NodeConfig::local(0, 3, std::path::Path::new("/tmp/x"));
+        c.id = 9;
+        assert!(c.validate().unwrap_err().0.contains("not in members"));
+        let mut c = NodeConfig::local(0, 3, std::path::Path::new("/tmp/x"));
+        c.members.pop();
+        assert!(c.validate().unwrap_err().0.contains("3, 5 or 7"));
+    }
+}
