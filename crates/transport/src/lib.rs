@@ -54,7 +54,7 @@
 //!
 //! | limit | bounds |
 //! |---|---|
-//! | `max_frame_bytes` | one allocation per received frame; larger is a protocol error |
+//! | `max_frame_bytes` | one allocation per received frame; larger is a protocol error. Only a connection past the handshake allocates, and only one such connection per peer lives, so receive buffers total ≤ peers × `max_frame_bytes` |
 //! | `peer_queue_capacity` | memory held for one unreachable peer |
 //! | `batch_max_messages`, `batch_max_bytes` | one frame's size and encode time, so one peer cannot hog the writer |
 //! | `inbound_capacity` | memory between the sockets and the application |
@@ -396,7 +396,8 @@ where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
     /// Binds `cfg.listen` and spawns the listener and one writer per peer on
-    /// the current tokio runtime.
+    /// the current tokio runtime, which must have I/O and time enabled
+    /// (`Builder::enable_all`). Either runtime flavour works.
     pub async fn start(cfg: TransportConfig) -> Result<Started<M>, TransportError> {
         cfg.validate()?;
         let listener =

@@ -15,6 +15,9 @@ use tokio::sync::mpsc::Receiver;
 type Msg = (u64, Vec<u8>);
 type Inbox = Receiver<(NodeId, Msg)>;
 
+/// Cluster id of most tests; tests whose peers sit at released ports use
+/// their own id, so a port reused by a concurrent test is refused at
+/// handshake instead of silently receiving their messages.
 const CLUSTER: u64 = 0x5E0D;
 /// Bound on every wait, so a broken transport fails the test instead of
 /// hanging it.
@@ -141,7 +144,7 @@ async fn three_nodes_every_message_arrives_exactly_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_starts_later_receives_the_queued_messages() {
     let addrs = [dead_addr(), dead_addr()];
-    let (a, _a_inbox) = Transport::<Msg>::start(config(0, CLUSTER, &addrs))
+    let (a, _a_inbox) = Transport::<Msg>::start(config(0, CLUSTER + 1, &addrs))
         .await
         .unwrap();
     for seq in 0..100 {
@@ -152,7 +155,7 @@ async fn a_peer_that_starts_later_receives_the_queued_messages() {
     })
     .await;
     assert_eq!(a.stats().peers[&1].queued_messages, 100);
-    let (b, mut b_inbox) = Transport::<Msg>::start(config(1, CLUSTER, &addrs))
+    let (b, mut b_inbox) = Transport::<Msg>::start(config(1, CLUSTER + 1, &addrs))
         .await
         .unwrap();
     for seq in 0..100 {
@@ -207,12 +210,13 @@ async fn a_wrong_cluster_id_is_refused_and_counted() {
     let (la, a_addr) = bind().await;
     let (lb, b_addr) = bind().await;
     let addrs = [a_addr, b_addr];
-    let (a, _a_inbox) = Transport::<Msg>::start_with_listener(config(0, 1, &addrs), la)
+    let (a, _a_inbox) = Transport::<Msg>::start_with_listener(config(0, CLUSTER + 3, &addrs), la)
         .await
         .unwrap();
-    let (b, mut b_inbox) = Transport::<Msg>::start_with_listener(config(1, 2, &addrs), lb)
-        .await
-        .unwrap();
+    let (b, mut b_inbox) =
+        Transport::<Msg>::start_with_listener(config(1, CLUSTER + 4, &addrs), lb)
+            .await
+            .unwrap();
     a.send(1, (0, vec![])).unwrap();
     eventually("B refuses A's handshake", || {
         b.stats().handshakes_refused >= 2
@@ -312,7 +316,7 @@ async fn bad_frames_close_only_their_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_new_messages_and_keeps_old_ones() {
     let addrs = [dead_addr(), dead_addr()];
-    let mut cfg = config(0, CLUSTER, &addrs);
+    let mut cfg = config(0, CLUSTER + 2, &addrs);
     cfg.peer_queue_capacity = 4;
     let (a, _) = Transport::<Msg>::start(cfg).await.unwrap();
     for seq in 0..4 {
@@ -330,7 +334,7 @@ async fn a_full_queue_refuses_new_messages_and_keeps_old_ones() {
     assert_eq!((s.dropped_queue_full, s.queued_messages), (1, 4));
 
     // The peer comes up: the 4 old messages arrive, not the refused one.
-    let (b, mut b_inbox) = Transport::<Msg>::start(config(1, CLUSTER, &addrs))
+    let (b, mut b_inbox) = Transport::<Msg>::start(config(1, CLUSTER + 2, &addrs))
         .await
         .unwrap();
     for seq in 0..4 {
