@@ -1,0 +1,196 @@
+//! Command-line shape (clap derive). Flags are kebab-case; every
+//! client-side default can also come from a `SYNOD_*` variable.
+
+use crate::config::ConfigFlags;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// The endpoints of the cluster `synod up` starts with its default base
+/// port: what `propose` and `status` talk to unless told otherwise.
+pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002";
+
+/// Synod: a consensus engine for fleets of decision-making agents.
+#[derive(Debug, Parser)]
+#[command(name = "synod", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one replica until Ctrl-C or SIGTERM.
+    ///
+    /// Configuration layers, later wins: defaults < TOML file (--config) <
+    /// SYNOD_* environment (SYNOD_ID, SYNOD_DATA_DIR, nested keys with a
+    /// double underscore: SYNOD_PROTOCOL__TICK_MS=2) < flags.
+    Server(ServerArgs),
+    /// Start a local cluster of N replicas as child processes of this
+    /// executable, on 127.0.0.1; Ctrl-C stops them all.
+    Up(UpArgs),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Propose one decision and print its outcome as JSON (exit status 0
+    /// if applied, 1 if rejected or failed).
+    Propose(ProposeArgs),
+    /// Print each endpoint's status.
+    Status(StatusArgs),
+}
+
+/// `synod server`.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Config layers.
+    #[command(flatten)]
+    pub config: ConfigFlags,
+    /// Log line format. The level comes from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SYNOD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `synod up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Number of replicas: 3, 5 or 7.
+    #[arg(long, short = 'n', default_value_t = 3)]
+    pub replicas: u16,
+    /// Directory for the per-node config files and data directories.
+    #[arg(long, value_name = "DIR", default_value = "./synod-data")]
+    pub data_dir: PathBuf,
+    /// Delete the nodes' earlier data (node-<id> directories and
+    /// node-<id>.toml files in --data-dir, nothing else) before starting.
+    #[arg(long)]
+    pub fresh: bool,
+    /// HTTP port of node 0; node i listens on BASE+i (HTTP) and
+    /// BASE+100+i (replica transport).
+    #[arg(long, value_name = "PORT", default_value_t = 7000)]
+    pub base_port: u16,
+}
+
+/// `synod config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (what `synod server` with the
+    /// same flags and environment would run with) as TOML.
+    Show(ConfigFlags),
+}
+
+/// Where the client commands send their requests.
+#[derive(Debug, clap::Args)]
+pub struct EndpointArgs {
+    /// Replica HTTP endpoints, host:port, comma-separated; tried in order.
+    #[arg(
+        long,
+        short = 'e',
+        value_name = "HOST:PORT,..",
+        value_delimiter = ',',
+        env = "SYNOD_ENDPOINTS",
+        default_value = ENDPOINTS_DEFAULT
+    )]
+    pub endpoints: Vec<String>,
+}
+
+/// `synod propose`.
+#[derive(Debug, clap::Args)]
+pub struct ProposeArgs {
+    /// Endpoints.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// One op, repeatable, applied in order, all-or-nothing: put KEY VALUE |
+    /// get KEY | delete KEY | cas KEY VERSION VALUE | set-stock KEY QTY |
+    /// reserve KEY QTY | release KEY QTY | claim KEY AGENT TTL |
+    /// release-claim KEY AGENT.
+    #[arg(
+        long = "op",
+        value_name = "OP",
+        required_unless_present = "json",
+        conflicts_with = "json"
+    )]
+    pub ops: Vec<String>,
+    /// A raw ProposeRequest JSON from FILE, or stdin with `-`.
+    #[arg(long, value_name = "FILE|-")]
+    pub json: Option<PathBuf>,
+    /// Session id; with --request, makes retries exactly-once.
+    #[arg(long, requires = "request")]
+    pub client: Option<u64>,
+    /// Request number within the session (≥ 1).
+    #[arg(long, requires = "client")]
+    pub request: Option<u64>,
+    /// How long the replica should wait for the result (e.g. 5s, 500ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<u64>,
+}
+
+/// `synod status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Endpoints.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Output format of `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// An aligned table.
+    Table,
+    /// JSON: one object per endpoint.
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<u64, String> {
+    crate::ops::parse_duration_ms(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn propose_flags() {
+        let c = Cli::try_parse_from([
+            "synod",
+            "propose",
+            "-e",
+            "a:1,b:2",
+            "--op",
+            "put k v",
+            "--op",
+            "get k",
+            "--timeout",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Propose(p) = c.command else {
+            panic!()
+        };
+        assert_eq!(p.endpoints.endpoints, ["a:1", "b:2"]);
+        assert_eq!(p.ops, ["put k v", "get k"]);
+        assert_eq!(p.timeout, Some(2000));
+        assert!(
+            Cli::try_parse_from(["synod", "propose"]).is_err(),
+            "needs --op or --json"
+        );
+    }
+}

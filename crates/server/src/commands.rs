@@ -1,0 +1,254 @@
+//! The subcommands' bodies.
+
+use crate::cli::{Cli, Command, ConfigCommand, LogFormat, Output, ProposeArgs, StatusArgs};
+use crate::{config, ops, up};
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use synod_client::wire::ProposeRequest;
+use synod_client::{Client, ClientError};
+use tracing_subscriber::EnvFilter;
+
+/// Exit status of a failed command (clap itself uses 2 for usage errors).
+const EXIT_FAILURE: u8 = 1;
+
+/// Runs the parsed command line; errors are printed to stderr.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Server(a) => server(&a.config, a.log_format),
+        Command::Up(a) => up::up(&a),
+        Command::Config(ConfigCommand::Show(flags)) => config_show(&flags),
+        Command::Propose(a) => propose(&a),
+        Command::Status(a) => status(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("synod: error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn server(flags: &config::ConfigFlags, log_format: LogFormat) -> Result<ExitCode, String> {
+    let cfg = config::load(flags)?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    init_tracing(log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("synod")
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let id = cfg.id;
+    tracing::info!(node = id, version = env!("CARGO_PKG_VERSION"), "starting");
+    rt.block_on(synod_runtime::run(cfg, shutdown_signal()))
+        .map_err(|e| format!("node {id}: {e}"))?;
+    tracing::info!(node = id, "stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to stderr, level from `RUST_LOG` (default `info`); colours only
+/// on a terminal, so `synod up`'s prefixed child output stays plain.
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+/// Resolves on the first Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+fn config_show(flags: &config::ConfigFlags) -> Result<ExitCode, String> {
+    let cfg = config::load(flags)?;
+    print!("{}", config::to_toml(&cfg));
+    if let Err(e) = cfg.validate() {
+        eprintln!("synod: this config would not start: {e}");
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(endpoints: &[String]) -> Result<Client, String> {
+    Client::new(endpoints.iter().filter(|e| !e.trim().is_empty())).map_err(|e| e.to_string())
+}
+
+fn propose(a: &ProposeArgs) -> Result<ExitCode, String> {
+    let mut req = match &a.json {
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map_err(|e| format!("reading stdin: {e}"))?;
+                s
+            } else {
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?
+            };
+            serde_json::from_str::<ProposeRequest>(&text)
+                .map_err(|e| format!("{}: not a ProposeRequest: {e}", path.display()))?
+        }
+        None => ProposeRequest {
+            client: None,
+            request: None,
+            ops: a
+                .ops
+                .iter()
+                .map(|s| ops::parse_op(s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?,
+            guards: Vec::new(),
+            issued_at_ms: None,
+            timeout_ms: None,
+        },
+    };
+    if a.client.is_some() {
+        req.client = a.client;
+        req.request = a.request;
+    }
+    if a.timeout.is_some() {
+        req.timeout_ms = a.timeout;
+    }
+    let c = client(&a.endpoints.endpoints)?;
+    match c.propose(&req) {
+        Ok(resp) => {
+            println!("{}", pretty(&resp));
+            Ok(if resp.outcome.is_applied() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            })
+        }
+        Err(ClientError::Http { status, body }) => {
+            println!("{}", pretty(&body));
+            Err(format!("HTTP {status}: {}", body.message))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn pretty<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("wire types serialise")
+}
+
+fn status(a: &StatusArgs) -> Result<ExitCode, String> {
+    // Every endpoint on its own: this is a per-replica view, no failover.
+    let mut rows = Vec::new();
+    for ep in a
+        .endpoints
+        .endpoints
+        .iter()
+        .filter(|e| !e.trim().is_empty())
+    {
+        let r = client(std::slice::from_ref(ep))?.status();
+        rows.push((ep.clone(), r));
+    }
+    if rows.is_empty() {
+        return Err("no endpoints given".into());
+    }
+    let failed = rows.iter().filter(|(_, r)| r.is_err()).count();
+    match a.output {
+        Output::Json => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(ep, r)| match r {
+                    Ok(s) => serde_json::json!({ "endpoint": ep, "status": s }),
+                    Err(ClientError::AllEndpointsFailed { last }) => {
+                        serde_json::json!({ "endpoint": ep, "error": last.to_string() })
+                    }
+                    Err(e) => serde_json::json!({ "endpoint": ep, "error": e.to_string() }),
+                })
+                .collect();
+            println!("{}", pretty(&v));
+        }
+        Output::Table => print!("{}", status_table(&rows)),
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+type StatusRow = (
+    String,
+    Result<synod_client::wire::StatusResponse, ClientError>,
+);
+
+fn status_table(rows: &[StatusRow]) -> String {
+    let header = [
+        "ENDPOINT",
+        "NODE",
+        "EPOCH",
+        "APPLIED",
+        "DIGEST",
+        "PENDING",
+        "IN_FLIGHT",
+        "WAITING",
+        "WAL_LSN",
+        "DURABLE",
+        "FAST",
+        "SLOW",
+        "RECOVERIES",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    let mut errors = Vec::new();
+    for (ep, r) in rows {
+        match r {
+            Ok(s) => table.push(vec![
+                ep.clone(),
+                s.node.to_string(),
+                s.epoch.to_string(),
+                s.applied.to_string(),
+                format!("{:016x}", s.state_digest),
+                s.pending_execution.to_string(),
+                s.in_flight.to_string(),
+                s.waiting_proposals.to_string(),
+                s.wal_last_lsn.to_string(),
+                s.wal_durable_lsn.to_string(),
+                s.fast_commits.to_string(),
+                s.slow_commits.to_string(),
+                s.recoveries.to_string(),
+            ]),
+            Err(ClientError::AllEndpointsFailed { last }) => errors.push(format!("{ep}: {last}")),
+            Err(e) => errors.push(format!("{ep}: {e}")),
+        }
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    if table.len() > 1 {
+        for r in &table {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+    }
+    for e in errors {
+        out.push_str(&format!("unreachable {e}\n"));
+    }
+    out
+}
