@@ -33,6 +33,9 @@ pub enum Command {
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Verify a replica's data directory offline (WAL segments, snapshots),
+    /// with the rules the replica applies at start; modifies nothing.
+    Check(CheckArgs),
     /// Propose one decision and print its outcome as JSON (exit status 0
     /// if applied, 1 if rejected or failed).
     Propose(ProposeArgs),
@@ -77,6 +80,14 @@ pub struct UpArgs {
     /// BASE+100+i (replica transport).
     #[arg(long, value_name = "PORT", default_value_t = 7000)]
     pub base_port: u16,
+}
+
+/// `synod check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// A replica's data directory (its `data_dir`, e.g. synod-data/node-0).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 /// `synod config ...`.

@@ -1,6 +1,8 @@
 //! The subcommands' bodies.
 
-use crate::cli::{Cli, Command, ConfigCommand, LogFormat, Output, ProposeArgs, StatusArgs};
+use crate::cli::{
+    CheckArgs, Cli, Command, ConfigCommand, LogFormat, Output, ProposeArgs, StatusArgs,
+};
 use crate::{config, ops, up};
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Server(a) => server(&a.config, a.log_format),
         Command::Up(a) => up::up(&a),
         Command::Config(ConfigCommand::Show(flags)) => config_show(&flags),
+        Command::Check(a) => check(&a),
         Command::Propose(a) => propose(&a),
         Command::Status(a) => status(&a),
     };
@@ -83,6 +86,17 @@ fn config_show(flags: &config::ConfigFlags) -> Result<ExitCode, String> {
         eprintln!("synod: this config would not start: {e}");
         return Ok(ExitCode::from(EXIT_FAILURE));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(a: &CheckArgs) -> Result<ExitCode, String> {
+    if !a.data_dir.is_dir() {
+        return Err(format!("{}: not a directory", a.data_dir.display()));
+    }
+    let report = synod_storage::check(&a.data_dir)
+        .map_err(|e| format!("{}: check failed: {e}", a.data_dir.display()))?;
+    print!("{report}");
+    println!("{}: ok", a.data_dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
