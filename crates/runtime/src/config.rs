@@ -206,9 +206,9 @@ impl NodeConfig {
         if ids.len() != self.members.len() {
             return err("members: duplicate id".into());
         }
-        if ![1, 3, 5, 7].contains(&self.members.len()) {
+        if ![3, 5, 7].contains(&self.members.len()) {
             return err(format!(
-                "members: {} replicas; Synod runs 3, 5 or 7 (1 for experiments)",
+                "members: {} replicas; Synod runs 3, 5 or 7",
                 self.members.len()
             ));
         }

@@ -1,8 +1,25 @@
-//! The tokio shell around Synod's pure cores.
+//! The tokio shell around Synod's pure cores: one replica as a process.
+//!
+//! [`run`] opens the data directory (WAL + snapshots, `synod-storage`),
+//! rebuilds the core from it, starts the replica transport
+//! (`synod-transport`) and the HTTP API ([`api`]), and drives the core in
+//! the replica loop ([`node`]), which enforces persist → send → execute →
+//! reply for every output.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod config;
+pub mod node;
+pub mod release;
 pub use config::NodeConfig;
+
+use std::sync::Arc;
+use synod_epaxos::Message;
+use synod_transport::{Transport, TransportConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Capacity of the query channel (status, reads, log pages) into the loop.
+pub const QUERY_QUEUE: usize = 1024;
 
 /// Why a replica stopped.
 #[derive(Debug)]
@@ -16,13 +33,114 @@ impl std::fmt::Display for RuntimeError {
 
 impl std::error::Error for RuntimeError {}
 
-/// Runs one replica until `shutdown` resolves (then stops gracefully:
-/// stops taking proposals, makes the WAL durable, closes connections).
+/// A random id for this process incarnation (the runtime may use OS
+/// randomness; the cores may not).
+fn boot_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Runs one replica until `shutdown` resolves, then stops gracefully: stops
+/// taking proposals, makes everything appended durable and releases it,
+/// answers the remaining waiters "unavailable, retry", closes the WAL and
+/// the connections.
 pub async fn run(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), RuntimeError> {
     cfg.validate().map_err(|e| RuntimeError(e.to_string()))?;
-    shutdown.await;
-    Err(RuntimeError("the replica loop is not written yet".into()))
+    let me = cfg.me().expect("validated").clone();
+    let boot_id = boot_id();
+
+    let (durable_tx, durable_rx) = mpsc::unbounded_channel();
+    let scfg = cfg.clone();
+    let (wal, rec) = tokio::task::spawn_blocking(move || {
+        node::open_storage(
+            &scfg,
+            Box::new(move |lsn| {
+                let _ = durable_tx.send(lsn);
+            }),
+        )
+    })
+    .await
+    .map_err(|e| RuntimeError(format!("opening storage: {e}")))??;
+    tracing::info!(
+        node = cfg.id,
+        instances = rec.records.len(),
+        applied_in_snapshot = rec.processed.len(),
+        replayed_wal_records = rec.replayed,
+        data_dir = %cfg.data_dir.display(),
+        "recovered"
+    );
+    let wal = Arc::new(wal);
+
+    let peers = cfg
+        .members
+        .iter()
+        .filter(|m| m.id != cfg.id)
+        .map(|m| (m.id, m.peer_addr))
+        .collect();
+    let mut tcfg = TransportConfig::new(cfg.id, cfg.cluster_id, me.peer_addr, peers);
+    tcfg.max_frame_bytes = cfg.transport.max_frame_bytes;
+    tcfg.peer_queue_capacity = cfg.transport.peer_queue_capacity;
+    let (transport, inbound) = Transport::<Message>::start(tcfg)
+        .await
+        .map_err(|e| RuntimeError(format!("transport: {e}")))?;
+
+    let (ptx, prx) = mpsc::channel(cfg.limits.max_waiting_proposals);
+    let (qtx, qrx) = mpsc::channel(QUERY_QUEUE);
+    let handle = node::Handle {
+        proposals: ptx,
+        queries: qtx,
+        node: cfg.id,
+        boot_id,
+    };
+    let node = node::Node::new(cfg.clone(), boot_id, wal.clone(), rec, transport.clone())?;
+
+    let listener = tokio::net::TcpListener::bind(me.api_addr)
+        .await
+        .map_err(|e| RuntimeError(format!("HTTP API: cannot listen on {}: {e}", me.api_addr)))?;
+    let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
+    let router = api::router(
+        handle,
+        cfg.limits.propose_timeout_ms,
+        cfg.limits.max_request_bytes,
+    );
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http_rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(node = cfg.id, api = %me.api_addr, peer = %me.peer_addr, "serving");
+
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let mut node_task = tokio::spawn(node.run(inbound, prx, qrx, durable_rx, stop_rx));
+    let result = tokio::select! {
+        r = &mut node_task => r,
+        _ = shutdown => {
+            tracing::info!(node = cfg.id, "stopping");
+            let _ = stop_tx.send(());
+            (&mut node_task).await
+        }
+    };
+    let _ = stop_http_tx.send(true);
+    let _ = http.await;
+    transport.shutdown().await;
+    let result = result.map_err(|e| RuntimeError(format!("replica loop: {e}")))?;
+    match Arc::try_unwrap(wal) {
+        Ok(wal) => wal
+            .close()
+            .map_err(|e| RuntimeError(format!("closing the WAL: {e}")))?,
+        Err(_) => tracing::warn!("WAL still shared at shutdown (a snapshot is running)"),
+    }
+    result
 }

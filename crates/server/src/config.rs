@@ -20,8 +20,9 @@ pub const ENV_PREFIX: &str = "SYNOD_";
 
 /// `SYNOD_*` variables that belong to the command line, not to
 /// `NodeConfig`; the config layer skips them so they are not reported as
-/// unknown keys. Lower-case, without the prefix, as figment sees them.
-pub const ENV_NOT_CONFIG: &[&str] = &["config", "endpoints", "log_format"];
+/// unknown keys (`SYNOD_FAILPOINT` is read by the storage crate). Lower-case,
+/// without the prefix, as figment sees them.
+pub const ENV_NOT_CONFIG: &[&str] = &["config", "endpoints", "log_format", "failpoint"];
 
 /// The flag layer: the command-line overrides of `server` and
 /// `config show`. `None` leaves the lower layers' value.

@@ -1,0 +1,262 @@
+//! The replica's minimal HTTP/JSON API (`/v1`), enough to propose decisions
+//! and observe a replica. The client-API issue grows it (gRPC, the committed
+//! stream, linearizable reads); the wire types live in `synod_client::wire`.
+//!
+//! Every error is an [`ErrorBody`] with a stable code; [`ApiError`] is the
+//! one table that maps them to HTTP statuses and says which are retryable.
+
+use crate::node::{Handle, Proposal, ProposeError, Query};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use synod_client::wire::{ErrorBody, ProposeRequest, ProposeResponse};
+use synod_decision::Decision;
+use tokio::sync::oneshot;
+
+/// Most log entries one `GET /v1/log` returns.
+pub const MAX_LOG_PAGE: usize = 10_000;
+
+/// Suggested wait before retrying an overloaded request.
+pub const OVERLOAD_RETRY_AFTER_MS: u64 = 100;
+
+/// How long a query (status, read, log) may wait for the replica loop.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct Api {
+    handle: Handle,
+    default_timeout_ms: u64,
+    one_off: Arc<AtomicU64>,
+}
+
+/// Every way a request can fail, and how it is presented.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Malformed or out-of-range input; names the field.
+    InvalidArgument(String),
+    /// A limit is reached; retry after the hint.
+    Overloaded(String),
+    /// The replica cannot serve now (stopping, loop gone); retry elsewhere.
+    Unavailable(String),
+    /// No result within the deadline. The decision may still execute; a
+    /// retry with the same session returns its recorded result.
+    Timeout(u64),
+    /// The decision's instance was replaced by a Nop repeatedly.
+    Aborted,
+}
+
+impl ApiError {
+    /// The table: (HTTP status, code, retryable).
+    pub fn classify(&self) -> (StatusCode, &'static str, bool) {
+        match self {
+            ApiError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument", false),
+            ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded", true),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", true),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", true),
+            ApiError::Aborted => (StatusCode::SERVICE_UNAVAILABLE, "aborted", true),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::InvalidArgument(m) | ApiError::Overloaded(m) | ApiError::Unavailable(m) => {
+                m.clone()
+            }
+            ApiError::Timeout(ms) => format!(
+                "no result within {ms} ms; the decision may still execute: retry with the same client and request to get its result"
+            ),
+            ApiError::Aborted => {
+                "the decision's instance was replaced by a no-op during recovery; retry with the same client and request".into()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, retryable) = self.classify();
+        let retry_after_ms =
+            matches!(self, ApiError::Overloaded(_)).then_some(OVERLOAD_RETRY_AFTER_MS);
+        let body = ErrorBody {
+            code: code.into(),
+            message: self.message(),
+            retryable,
+            retry_after_ms,
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if retry_after_ms.is_some() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// The router of one replica.
+pub fn router(handle: Handle, default_timeout_ms: u64, max_request_bytes: usize) -> Router {
+    let api = Api {
+        handle,
+        default_timeout_ms,
+        one_off: Arc::new(AtomicU64::new(0)),
+    };
+    Router::new()
+        .route("/v1/decisions", post(propose))
+        .route("/v1/status", get(status))
+        .route("/v1/log", get(log))
+        .route("/v1/keys/{key}", get(read))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(max_request_bytes))
+        .with_state(api)
+}
+
+async fn propose(
+    State(api): State<Api>,
+    body: Result<Json<ProposeRequest>, JsonRejection>,
+) -> Result<Json<ProposeResponse>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::InvalidArgument(e.body_text()))?;
+    let (client, request) = match (req.client, req.request) {
+        (Some(c), Some(r)) if r >= 1 => (c, r),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidArgument(
+                "request: must be at least 1".into(),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(ApiError::InvalidArgument(
+                "request: required when client is set".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::InvalidArgument(
+                "client: required when request is set".into(),
+            ))
+        }
+        (None, None) => {
+            // A one-off session: unique per replica incarnation.
+            let n = api.one_off.fetch_add(1, Ordering::Relaxed);
+            let c = (api.handle.boot_id.rotate_left(20) ^ (u64::from(api.handle.node) << 48))
+                .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                | (1 << 63);
+            (c, 1)
+        }
+    };
+    let issued_at_ms = req.issued_at_ms.unwrap_or_else(now_ms);
+    let decision = Decision {
+        ops: req.ops,
+        guards: req.guards,
+        issued_at_ms,
+    };
+    decision
+        .validate()
+        .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    let timeout_ms = req
+        .timeout_ms
+        .unwrap_or(api.default_timeout_ms)
+        .clamp(1, api.default_timeout_ms);
+    let cmd = synod_decision::command(client, request, &decision);
+    let (tx, rx) = oneshot::channel();
+    api.handle
+        .proposals
+        .try_send(Proposal { cmd, reply: tx })
+        .map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                ApiError::Overloaded("the replica's proposal queue is full".into())
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                ApiError::Unavailable("the replica is stopping".into())
+            }
+        })?;
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+        Err(_) => Err(ApiError::Timeout(timeout_ms)),
+        Ok(Err(_)) => Err(ApiError::Unavailable("the replica is stopping".into())),
+        Ok(Ok(Err(ProposeError::Overloaded { reason }))) => Err(ApiError::Overloaded(reason)),
+        Ok(Ok(Err(ProposeError::Aborted))) => Err(ApiError::Aborted),
+        Ok(Ok(Err(ProposeError::ShuttingDown))) => {
+            Err(ApiError::Unavailable("the replica is stopping".into()))
+        }
+        Ok(Ok(Ok((id, outcome)))) => Ok(Json(ProposeResponse {
+            instance: id.to_string(),
+            client,
+            request,
+            outcome,
+        })),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    api.handle
+        .queries
+        .try_send(make(tx))
+        .map_err(|_| ApiError::Overloaded("the replica's query queue is full".into()))?;
+    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(ApiError::Unavailable("the replica is stopping".into())),
+        Err(_) => Err(ApiError::Unavailable(
+            "the replica loop did not answer".into(),
+        )),
+    }
+}
+
+async fn status(State(api): State<Api>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(ask(&api, Query::Status).await?))
+}
+
+#[derive(Deserialize)]
+struct LogParams {
+    #[serde(default)]
+    from: u64,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn log(
+    State(api): State<Api>,
+    params: Result<UrlQuery<LogParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let UrlQuery(p) = params.map_err(|e| ApiError::InvalidArgument(e.body_text()))?;
+    let limit = p.limit.unwrap_or(1000).min(MAX_LOG_PAGE);
+    let from = p.from;
+    Ok(Json(
+        ask(&api, |reply| Query::Log { from, limit, reply }).await?,
+    ))
+}
+
+async fn read(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if key.starts_with(synod_decision::RESERVED_KEY_PREFIX) {
+        return Err(ApiError::InvalidArgument(
+            "key: keys starting with NUL are reserved".into(),
+        ));
+    }
+    Ok(Json(ask(&api, |reply| Query::Read { key, reply }).await?))
+}
+
+async fn readyz(State(api): State<Api>) -> Response {
+    match ask(&api, Query::Ready).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,690 @@
+//! The replica loop: the one place where the EPaxos\* core meets I/O.
+//!
+//! One tokio task owns the [`Replica`], the decision [`StateMachine`] and
+//! every output that is not yet released. For each core output it
+//!
+//! 1. appends the output's writes to the WAL (the writer thread makes them
+//!    durable with one fdatasync per group, across many outputs);
+//! 2. queues the output behind its *ticket*, the LSN of its last write (or
+//!    the last LSN appended so far, if it has no writes);
+//! 3. when the WAL reports the ticket durable, and every earlier output has
+//!    been released, sends the messages, applies the executions to the state
+//!    machine and answers the clients waiting for them.
+//!
+//! So nothing leaves the replica before the writes of its output and of every
+//! earlier output are durable (epaxos.md §2.4; the crate docs of
+//! `synod_epaxos`): persist → send → execute → reply.
+//!
+//! # What is durable
+//!
+//! The WAL holds every [`Write`] of the core. A snapshot holds, at one WAL
+//! position L, the latest record of every instance, the id high-water mark,
+//! the ids applied to the state machine and the state machine itself. The
+//! state machine is not written per execution: at restart the replica loads
+//! the snapshot, replays the WAL after L, and the core re-executes every
+//! committed instance that the snapshot had not applied (same dependency
+//! graph, so the same per-key order; the session table keeps the outcomes the
+//! clients were told).
+
+use crate::config::NodeConfig;
+use crate::release::ReleaseQueue;
+use crate::RuntimeError;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synod_client::wire::{LogCommand, LogEntry, LogResponse, ReadResponse, StatusResponse};
+use synod_decision::{Outcome, StateMachine};
+use synod_epaxos::{Envelope, InstanceRecord, Message, Options, Output, Replica, Write};
+use synod_storage::{Lsn, Wal, WalOptions};
+use synod_transport::Transport;
+use synod_types::{ClientId, CmdId, Command, NodeId, QuorumConfig};
+use tokio::sync::{mpsc, oneshot};
+
+/// Outputs whose writes are appended but not yet durable, beyond which the
+/// loop stops reading new proposals and peer messages until the disk
+/// catches up. Below the WAL's own queue limit (65,536 records), so the WAL
+/// never refuses an append of the core.
+pub const MAX_UNSYNCED_RECORDS: u64 = 32_768;
+
+/// Inputs of one kind the loop feeds to the core before it flushes and
+/// handles the output: bounds the latency one busy input adds to the others.
+pub const MAX_INPUTS_PER_TURN: usize = 512;
+
+/// Times the runtime proposes again a command whose instance was committed
+/// as Nop (a recovery replaced it) before it tells the client to retry.
+pub const MAX_ABORT_REPROPOSALS: u32 = 8;
+
+/// Entries of the in-memory execution log kept for `GET /v1/log`; older ones
+/// are dropped (the indexes stay absolute).
+pub const LOG_RETAIN: usize = 1_000_000;
+
+/// A peer counts as reachable for `/readyz` if it was heard from within this.
+pub const PEER_SILENCE_READY: Duration = Duration::from_secs(3);
+
+/// Why a proposal was not answered with an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Too many proposals waiting; retry after the hint.
+    Overloaded {
+        /// which limit
+        reason: String,
+    },
+    /// The instance was replaced by a Nop more than [`MAX_ABORT_REPROPOSALS`]
+    /// times; retry with the same session.
+    Aborted,
+    /// The replica is stopping; retry on another one.
+    ShuttingDown,
+}
+
+/// Where a proposal's result goes: the instance that carried it and its
+/// outcome, or why there is none.
+pub type Reply = oneshot::Sender<Result<(CmdId, Outcome), ProposeError>>;
+
+/// A proposal travelling from the API to the loop.
+pub struct Proposal {
+    /// The protocol command (session keys included).
+    pub cmd: Command,
+    /// Where the outcome goes.
+    pub reply: Reply,
+}
+
+/// A read-only question to the loop.
+pub enum Query {
+    /// `GET /v1/status`
+    Status(oneshot::Sender<StatusResponse>),
+    /// `GET /v1/log`
+    Log {
+        /// first index
+        from: u64,
+        /// most entries
+        limit: usize,
+        /// answer
+        reply: oneshot::Sender<LogResponse>,
+    },
+    /// `GET /v1/keys/{key}`
+    Read {
+        /// key
+        key: String,
+        /// answer
+        reply: oneshot::Sender<ReadResponse>,
+    },
+    /// `/readyz`: recovered, enough peers reachable, not overloaded.
+    Ready(oneshot::Sender<Result<(), String>>),
+}
+
+/// One WAL record.
+#[derive(Serialize, Deserialize)]
+enum WalRecord {
+    /// A write of the EPaxos\* core.
+    Write(Write),
+}
+
+/// The snapshot body (postcard).
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    node: NodeId,
+    cluster_id: u64,
+    next_seq: u64,
+    records: Vec<(CmdId, InstanceRecord)>,
+    processed: Vec<CmdId>,
+    app: Vec<u8>,
+}
+
+/// The state a replica recovers from its data directory.
+pub struct Recovered {
+    /// Latest record per instance.
+    pub records: BTreeMap<CmdId, InstanceRecord>,
+    /// Durable id high-water mark.
+    pub next_seq: u64,
+    /// Ids applied to `app`.
+    pub processed: BTreeSet<CmdId>,
+    /// The state machine as of the snapshot.
+    pub app: StateMachine,
+    /// WAL records replayed after the snapshot.
+    pub replayed: usize,
+}
+
+/// Opens the WAL under `cfg.data_dir` and rebuilds the durable state.
+/// `on_durable` is the WAL's durability callback.
+pub fn open_storage(
+    cfg: &NodeConfig,
+    on_durable: Box<dyn Fn(Lsn) + Send + Sync>,
+) -> Result<(Wal, Recovered), RuntimeError> {
+    check_identity(cfg)?;
+    let opts = WalOptions {
+        segment_bytes: cfg.storage.segment_bytes,
+        ..WalOptions::default()
+    };
+    let (wal, rec) = Wal::open(&cfg.data_dir, opts, on_durable)
+        .map_err(|e| RuntimeError(format!("storage: {e}")))?;
+    if let Some(t) = &rec.truncated_tail {
+        tracing::warn!(?t, "WAL: torn tail truncated (a crash interrupted a write)");
+    }
+    let mut out = Recovered {
+        records: BTreeMap::new(),
+        next_seq: 0,
+        processed: BTreeSet::new(),
+        app: StateMachine::new(),
+        replayed: rec.records.len(),
+    };
+    if let Some((lsn, bytes)) = &rec.snapshot {
+        let s: Snapshot = postcard::from_bytes(bytes).map_err(|e| {
+            RuntimeError(format!(
+                "snapshot at LSN {lsn} in {}: checksum ok but undecodable: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
+        if s.node != cfg.id || s.cluster_id != cfg.cluster_id {
+            return Err(RuntimeError(format!(
+                "snapshot in {} belongs to node {} of cluster {}, not node {} of cluster {}",
+                cfg.data_dir.display(),
+                s.node,
+                s.cluster_id,
+                cfg.id,
+                cfg.cluster_id
+            )));
+        }
+        out.records = s.records.into_iter().collect();
+        out.next_seq = s.next_seq;
+        out.processed = s.processed.into_iter().collect();
+        out.app = StateMachine::restore(&s.app)
+            .map_err(|e| RuntimeError(format!("snapshot at LSN {lsn}: state machine: {e}")))?;
+    }
+    for (lsn, bytes) in &rec.records {
+        let r: WalRecord = postcard::from_bytes(bytes).map_err(|e| {
+            RuntimeError(format!(
+                "WAL record {lsn} in {}: checksum ok but undecodable: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
+        match r {
+            WalRecord::Write(Write::Instance { id, record }) => {
+                out.records.insert(id, *record);
+            }
+            WalRecord::Write(Write::NextSeq(s)) => out.next_seq = out.next_seq.max(s),
+        }
+    }
+    Ok((wal, out))
+}
+
+/// Refuses a data directory written by another node or cluster.
+fn check_identity(cfg: &NodeConfig) -> Result<(), RuntimeError> {
+    let io = |e: std::io::Error| RuntimeError(format!("{}: {e}", cfg.data_dir.display()));
+    std::fs::create_dir_all(&cfg.data_dir).map_err(io)?;
+    let path = cfg.data_dir.join("identity");
+    let want = format!("node={}\ncluster={}\n", cfg.id, cfg.cluster_id);
+    match std::fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => Err(RuntimeError(format!(
+            "{} says {:?}, but this is node {} of cluster {}: refusing another replica's data",
+            path.display(),
+            have.trim(),
+            cfg.id,
+            cfg.cluster_id
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = cfg.data_dir.join("identity.tmp");
+            std::fs::write(&tmp, want).map_err(io)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            std::fs::File::open(&cfg.data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Protocol options from the config.
+pub fn options(cfg: &NodeConfig, seed: u64) -> Options {
+    let p = &cfg.protocol;
+    Options {
+        thrifty: p.thrifty,
+        batch_size_max: p.batch_size_max,
+        fast_timeout_ticks: p.fast_timeout_ticks,
+        retransmit_ticks: p.retransmit_ticks,
+        commit_timeout_ticks: p.commit_timeout_ticks,
+        forward_contended: p.forward_contended,
+        seed,
+        ..Options::default()
+    }
+}
+
+/// The quorum configuration of the configured members (epoch 0).
+pub fn quorum(cfg: &NodeConfig) -> Result<QuorumConfig, RuntimeError> {
+    let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
+    let n = ids.len();
+    let f = n.saturating_sub(1) / 2;
+    let mut e = f.max(1);
+    while e > 1 && n < 2 * e + f - 1 {
+        e -= 1;
+    }
+    QuorumConfig::new(0, ids, f.max(1), e).map_err(|err| RuntimeError(format!("members: {err}")))
+}
+
+/// Channels into the loop, held by the API.
+#[derive(Clone)]
+pub struct Handle {
+    /// Proposals (bounded: `limits.max_waiting_proposals`).
+    pub proposals: mpsc::Sender<Proposal>,
+    /// Queries (bounded).
+    pub queries: mpsc::Sender<Query>,
+    /// This node.
+    pub node: NodeId,
+    /// Incarnation id.
+    pub boot_id: u64,
+}
+
+/// The loop's state.
+pub struct Node {
+    cfg: NodeConfig,
+    me: NodeId,
+    boot_id: u64,
+    replica: Replica,
+    app: StateMachine,
+    wal: Arc<Wal>,
+    transport: Transport<Message>,
+    queue: ReleaseQueue<Output>,
+    next_seq: u64,
+    applied_ids: BTreeSet<CmdId>,
+    records_since_snapshot: u64,
+    snapshot_running: bool,
+    waiters: HashMap<(ClientId, u64), Vec<Reply>>,
+    reproposals: HashMap<(ClientId, u64), u32>,
+    log: VecDeque<LogEntry>,
+    log_base: u64,
+    applied: u64,
+    last_heard: BTreeMap<NodeId, Instant>,
+}
+
+impl Node {
+    /// Builds the loop state from recovered storage.
+    pub fn new(
+        cfg: NodeConfig,
+        boot_id: u64,
+        wal: Arc<Wal>,
+        rec: Recovered,
+        transport: Transport<Message>,
+    ) -> Result<Node, RuntimeError> {
+        let me = cfg.id;
+        let quorum = quorum(&cfg)?;
+        let replica = Replica::restart(
+            me,
+            quorum,
+            options(&cfg, boot_id),
+            rec.records,
+            rec.next_seq,
+            rec.processed.clone(),
+        );
+        Ok(Node {
+            me,
+            boot_id,
+            replica,
+            app: rec.app,
+            queue: ReleaseQueue::new(wal.last_lsn(), wal.durable_lsn()),
+            wal,
+            transport,
+            next_seq: rec.next_seq,
+            applied_ids: rec.processed,
+            records_since_snapshot: rec.replayed as u64,
+            snapshot_running: false,
+            waiters: HashMap::new(),
+            reproposals: HashMap::new(),
+            log: VecDeque::new(),
+            log_base: 0,
+            applied: 0,
+            last_heard: BTreeMap::new(),
+            cfg,
+        })
+    }
+
+    fn backlogged(&self) -> bool {
+        self.queue.unsynced() > MAX_UNSYNCED_RECORDS
+    }
+
+    /// Runs until `shutdown` fires.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<(NodeId, Message)>,
+        mut proposals: mpsc::Receiver<Proposal>,
+        mut queries: mpsc::Receiver<Query>,
+        mut durable_rx: mpsc::UnboundedReceiver<Lsn>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) -> Result<(), RuntimeError> {
+        let (snap_tx, mut snap_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.protocol.tick_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Executions of committed-but-unapplied instances come out now.
+        let out = self.replica.flush();
+        self.handle(out)?;
+        loop {
+            let backlogged = self.backlogged();
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(lsn) = durable_rx.recv() => {
+                    let mut lsn = lsn;
+                    while let Ok(l) = durable_rx.try_recv() {
+                        lsn = lsn.max(l);
+                    }
+                    self.on_durable(lsn);
+                }
+                Some(done) = snap_rx.recv() => {
+                    self.snapshot_running = false;
+                    if let Err(e) = done {
+                        return Err(RuntimeError(format!("snapshot failed: {e}")));
+                    }
+                }
+                _ = tick.tick() => {
+                    let out = self.replica.tick();
+                    self.handle(out)?;
+                }
+                Some((from, msg)) = inbound.recv(), if !backlogged => {
+                    let now = Instant::now();
+                    self.last_heard.insert(from, now);
+                    let mut out = self.replica.step(from, msg);
+                    for _ in 1..MAX_INPUTS_PER_TURN {
+                        match inbound.try_recv() {
+                            Ok((from, msg)) => {
+                                self.last_heard.insert(from, now);
+                                out.extend(self.replica.step(from, msg));
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    out.extend(self.replica.flush());
+                    self.handle(out)?;
+                }
+                Some(p) = proposals.recv(), if !backlogged => {
+                    let mut out = self.propose(p);
+                    for _ in 1..MAX_INPUTS_PER_TURN {
+                        match proposals.try_recv() {
+                            Ok(p) => out.extend(self.propose(p)),
+                            Err(_) => break,
+                        }
+                    }
+                    out.extend(self.replica.flush());
+                    self.handle(out)?;
+                }
+                Some(q) = queries.recv() => self.answer(q),
+            }
+            self.maybe_snapshot(&snap_tx);
+        }
+        self.stop(proposals).await
+    }
+
+    /// Registers the waiter and hands the command to the core.
+    fn propose(&mut self, p: Proposal) -> Output {
+        let key = (p.cmd.client, p.cmd.request);
+        let waiting: usize = self.waiters.values().map(Vec::len).sum();
+        if waiting >= self.cfg.limits.max_waiting_proposals {
+            let _ = p.reply.send(Err(ProposeError::Overloaded {
+                reason: format!(
+                    "{waiting} proposals are waiting for their result (limits.max_waiting_proposals)"
+                ),
+            }));
+            return Output::default();
+        }
+        self.waiters.entry(key).or_default().push(p.reply);
+        self.replica.propose(p.cmd)
+    }
+
+    /// Step 1 and 2 of the contract: append the writes, queue the rest
+    /// behind them.
+    fn handle(&mut self, mut out: Output) -> Result<(), RuntimeError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let writes = std::mem::take(&mut out.writes);
+        if !writes.is_empty() {
+            let mut payloads = Vec::with_capacity(writes.len());
+            for w in writes {
+                if let Write::NextSeq(s) = w {
+                    self.next_seq = self.next_seq.max(s);
+                }
+                let bytes = postcard::to_allocvec(&WalRecord::Write(w))
+                    .map_err(|e| RuntimeError(format!("encoding a WAL record: {e}")))?;
+                payloads.push(bytes);
+            }
+            self.records_since_snapshot += payloads.len() as u64;
+            let lsn = self
+                .wal
+                .append_batch(payloads)
+                .map_err(|e| RuntimeError(format!("WAL append: {e}")))?;
+            if let Some(lsn) = lsn {
+                self.queue.appended(lsn);
+            }
+        }
+        if let Some(out) = self.queue.push(out) {
+            self.release(out);
+        }
+        Ok(())
+    }
+
+    fn on_durable(&mut self, lsn: Lsn) {
+        for out in self.queue.durable(lsn) {
+            self.release(out);
+        }
+    }
+
+    /// Steps 2–4: send, execute, reply. Only for outputs whose writes (and
+    /// every earlier output's) are durable.
+    fn release(&mut self, out: Output) {
+        for Envelope { to, msg } in out.messages {
+            if to == self.me {
+                continue;
+            }
+            // A full queue or a down peer loses the message; the core
+            // retransmits (epaxos.md §4.1.7).
+            let _ = self.transport.send(to, msg);
+        }
+        for ex in out.executions {
+            let mut commands = Vec::with_capacity(ex.batch.len());
+            for cmd in ex.batch.iter() {
+                let duplicate = self
+                    .app
+                    .session(cmd.client)
+                    .is_some_and(|(last, _)| last >= cmd.request);
+                let outcome = self.app.apply(cmd);
+                self.applied += 1;
+                commands.push(LogCommand {
+                    client: cmd.client,
+                    request: cmd.request,
+                    keys: cmd.keys.iter().map(|(k, _)| k.to_string()).collect(),
+                    applied: !duplicate && outcome.is_applied(),
+                });
+                let key = (cmd.client, cmd.request);
+                self.reproposals.remove(&key);
+                if let Some(ws) = self.waiters.remove(&key) {
+                    for w in ws {
+                        let _ = w.send(Ok((ex.id, outcome.clone())));
+                    }
+                }
+            }
+            self.applied_ids.insert(ex.id);
+            self.push_log(LogEntry {
+                index: 0,
+                instance: ex.id,
+                commands,
+            });
+        }
+        let mut again = Vec::new();
+        for ab in out.aborted {
+            for cmd in ab.batch.iter() {
+                let key = (cmd.client, cmd.request);
+                let n = self.reproposals.entry(key).or_insert(0);
+                *n += 1;
+                if *n > MAX_ABORT_REPROPOSALS {
+                    self.reproposals.remove(&key);
+                    for w in self.waiters.remove(&key).unwrap_or_default() {
+                        let _ = w.send(Err(ProposeError::Aborted));
+                    }
+                } else {
+                    // Sessions make a second execution impossible, so
+                    // proposing the same command again is safe.
+                    again.push(cmd.clone());
+                }
+            }
+        }
+        if !again.is_empty() {
+            let mut o = Output::default();
+            for cmd in again {
+                o.extend(self.replica.propose(cmd));
+            }
+            o.extend(self.replica.flush());
+            if let Err(e) = self.handle(o) {
+                tracing::error!("re-proposing aborted commands: {e}");
+            }
+        }
+    }
+
+    fn push_log(&mut self, mut e: LogEntry) {
+        e.index = self.log_base + self.log.len() as u64;
+        self.log.push_back(e);
+        if self.log.len() > LOG_RETAIN {
+            self.log.pop_front();
+            self.log_base += 1;
+        }
+    }
+
+    fn answer(&mut self, q: Query) {
+        match q {
+            Query::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Query::Log { from, limit, reply } => {
+                let start = from.saturating_sub(self.log_base) as usize;
+                let entries: Vec<LogEntry> =
+                    self.log.iter().skip(start).take(limit).cloned().collect();
+                let next = entries
+                    .last()
+                    .map_or(from.max(self.log_base), |e| e.index + 1);
+                let _ = reply.send(LogResponse {
+                    node: self.me,
+                    boot_id: self.boot_id,
+                    entries,
+                    next,
+                });
+            }
+            Query::Read { key, reply } => {
+                let _ = reply.send(ReadResponse {
+                    version: self.app.version(&key),
+                    value: self.app.value(&key).cloned(),
+                    key,
+                    consistency: "local".into(),
+                });
+            }
+            Query::Ready(reply) => {
+                let _ = reply.send(self.ready());
+            }
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let now = Instant::now();
+        let reachable = 1 + self
+            .last_heard
+            .values()
+            .filter(|t| now.duration_since(**t) < PEER_SILENCE_READY)
+            .count();
+        let quorum = self.replica.config().slow_quorum();
+        if reachable < quorum {
+            return Err(format!(
+                "hears from {reachable} of {} replicas (itself included); needs {quorum}",
+                self.replica.config().n()
+            ));
+        }
+        if self.backlogged() {
+            return Err("the WAL is behind (overloaded)".into());
+        }
+        let waiting: usize = self.waiters.values().map(Vec::len).sum();
+        if waiting >= self.cfg.limits.max_waiting_proposals {
+            return Err("too many proposals waiting (overloaded)".into());
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> StatusResponse {
+        let s = self.replica.stats();
+        StatusResponse {
+            node: self.me,
+            members: self.replica.config().members().to_vec(),
+            epoch: self.replica.config().epoch,
+            boot_id: self.boot_id,
+            applied: self.applied,
+            state_digest: self.app.digest(),
+            pending_execution: self.replica.pending_execution() as u64,
+            in_flight: self.replica.in_flight() as u64,
+            waiting_proposals: self.waiters.values().map(Vec::len).sum::<usize>() as u64,
+            wal_last_lsn: self.queue.last_appended(),
+            wal_durable_lsn: self.queue.durable_lsn(),
+            fast_commits: s.fast_commits,
+            slow_commits: s.slow_paths,
+            recoveries: s.recoveries,
+        }
+    }
+
+    /// Starts a snapshot on a blocking thread when enough WAL records have
+    /// accumulated since the last one.
+    fn maybe_snapshot(&mut self, done: &mpsc::UnboundedSender<Result<(), String>>) {
+        let every = self.cfg.storage.snapshot_every_records;
+        if every == 0 || self.snapshot_running || self.records_since_snapshot < every {
+            return;
+        }
+        // Taken between two core steps: the core's records are exactly the
+        // WAL's up to `last_appended`, and `app` is exactly `applied_ids`.
+        let lsn = self.queue.last_appended();
+        let snap = Snapshot {
+            node: self.me,
+            cluster_id: self.cfg.cluster_id,
+            next_seq: self.next_seq,
+            records: self
+                .replica
+                .instances()
+                .map(|(id, r)| (*id, r.clone()))
+                .collect(),
+            processed: self.applied_ids.iter().copied().collect(),
+            app: self.app.snapshot(),
+        };
+        self.snapshot_running = true;
+        self.records_since_snapshot = 0;
+        let wal = self.wal.clone();
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = postcard::to_allocvec(&snap)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| wal.write_snapshot(lsn, &bytes).map_err(|e| e.to_string()));
+            if r.is_ok() {
+                tracing::info!(lsn, "snapshot written");
+            }
+            let _ = done.send(r);
+        });
+    }
+
+    /// Graceful stop: refuse new proposals, make everything appended durable,
+    /// release it, then tell the remaining waiters to retry elsewhere.
+    async fn stop(mut self, mut proposals: mpsc::Receiver<Proposal>) -> Result<(), RuntimeError> {
+        proposals.close();
+        while let Ok(p) = proposals.try_recv() {
+            let _ = p.reply.send(Err(ProposeError::ShuttingDown));
+        }
+        let out = self.replica.flush();
+        self.handle(out)?;
+        let wal = self.wal.clone();
+        let last = self.queue.last_appended();
+        let synced = tokio::task::spawn_blocking(move || wal.wait_durable(last))
+            .await
+            .map_err(|e| RuntimeError(format!("WAL sync task: {e}")))?;
+        synced.map_err(|e| RuntimeError(format!("WAL sync at shutdown: {e}")))?;
+        self.on_durable(last);
+        for (_, ws) in self.waiters.drain() {
+            for w in ws {
+                let _ = w.send(Err(ProposeError::ShuttingDown));
+            }
+        }
+        Ok(())
+    }
+}
