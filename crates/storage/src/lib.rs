@@ -239,3 +239,13 @@ pub fn check(dir: &Path) -> Result<CheckReport, StorageError> {
         next_lsn: scan.next_lsn,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wal_is_send_and_sync() {
+        fn shared_across_threads<T: Send + Sync>() {}
+        shared_across_threads::<crate::Wal>();
+        shared_across_threads::<crate::StorageError>();
+    }
+}

@@ -111,7 +111,7 @@ pub struct Wal {
     dir: PathBuf,
     writer: Mutex<Option<JoinHandle<Result<(), StorageError>>>>,
     /// Serialises snapshots; holds the newest snapshot's LSN.
-    snap: Mutex<Lsn>,
+    snap: Mutex<Option<Lsn>>,
 }
 
 struct Segment {
@@ -368,7 +368,7 @@ impl Wal {
             fsync_dir(&wal_dir)?;
             fsync_dir(&snap_dir)?;
         }
-        let snap_lsn = scan.snapshot.as_ref().map_or(0, |s| s.0);
+        let snap_lsn = scan.snapshot.as_ref().map(|s| s.0);
         let next_lsn = scan.next_lsn;
 
         let shared = Arc::new(Shared {
@@ -535,7 +535,8 @@ impl Wal {
     }
 
     /// Writes a snapshot covering every record with `lsn <=` `lsn`, then
-    /// compacts. Waits until the WAL is durable up to `lsn` first (so the
+    /// compacts. A second call with the newest snapshot's LSN is a no-op (the
+    /// state at one LSN is one state). Waits until the WAL is durable up to `lsn` first (so the
     /// snapshot never covers records a crash could lose and the log never has
     /// a gap). Steps: temp file, write, fsync, rename, directory fsync; then
     /// delete snapshots older than the newest two and every segment whose
@@ -547,11 +548,12 @@ impl Wal {
         if lsn > last {
             return Err(StorageError::LsnOutOfRange { lsn, last });
         }
-        if lsn < *newest {
-            return Err(StorageError::StaleSnapshot {
-                lsn,
-                newest: *newest,
-            });
+        match *newest {
+            Some(n) if lsn < n => return Err(StorageError::StaleSnapshot { lsn, newest: n }),
+            // The state after applying every record up to `lsn` is the same
+            // state: nothing to do (and a durable file is never replaced).
+            Some(n) if lsn == n => return Ok(()),
+            _ => {}
         }
         self.wait_durable(lsn)?;
 
@@ -581,7 +583,7 @@ impl Wal {
         hit("snap.after_rename");
         fsync_dir(&snap_dir)?;
         hit("snap.after_dir_fsync");
-        *newest = lsn;
+        *newest = Some(lsn);
 
         self.compact(lsn, &snap_dir)
     }

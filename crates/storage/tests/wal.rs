@@ -136,6 +136,24 @@ fn group_commit_groups_concurrent_appenders() {
 }
 
 #[test]
+fn group_commit_max_records_bounds_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        group_commit_max_records: 1,
+        ..small_opts()
+    };
+    let (wal, _) = open(dir.path(), opts).unwrap();
+    assert_eq!(
+        wal.append_batch((1..=20).map(payload).collect()).unwrap(),
+        Some(20)
+    );
+    wal.wait_durable(20).unwrap();
+    let stats = wal.stats();
+    assert_eq!((stats.records_total, stats.fsyncs_total), (20, 20));
+    assert_eq!(stats.records_per_fsync(), 1.0);
+}
+
+#[test]
 fn limits_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let opts = WalOptions {
@@ -187,6 +205,14 @@ fn snapshot_compacts_and_recovers_only_later_records() {
         wal.write_snapshot(100, b"old"),
         Err(StorageError::StaleSnapshot { .. })
     ));
+    assert!(matches!(
+        wal.write_snapshot(201, b"future"),
+        Err(StorageError::LsnOutOfRange {
+            lsn: 201,
+            last: 200
+        })
+    ));
+    wal.write_snapshot(150, b"same lsn: no-op").unwrap();
     wal.write_snapshot(180, b"state@180").unwrap();
     wal.write_snapshot(190, b"state@190").unwrap();
     let snaps = fs::read_dir(dir.path().join("snap")).unwrap().count();
