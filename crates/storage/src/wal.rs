@@ -353,6 +353,12 @@ impl Wal {
         failpoint::arm_from_env()?;
         let wal_dir = dir.join("wal");
         let snap_dir = dir.join("snap");
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(StorageError::io(dir, "create directory"))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent)?;
+            }
+        }
         for d in [&wal_dir, &snap_dir] {
             if !d.is_dir() {
                 fs::create_dir_all(d).map_err(StorageError::io(d, "create directory"))?;
