@@ -100,6 +100,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Environment variable that enables `POST /v1/debug/failpoint/{name}`, which
+/// arms a storage failpoint (simulated power loss at the next hit) in a
+/// running replica. For crash tests only; without it the route is absent.
+pub const FAILPOINT_HTTP_ENV: &str = "SYNOD_FAILPOINT_HTTP";
+
 /// The router of one replica.
 pub fn router(handle: Handle, default_timeout_ms: u64, max_request_bytes: usize) -> Router {
     let api = Api {
@@ -107,8 +112,12 @@ pub fn router(handle: Handle, default_timeout_ms: u64, max_request_bytes: usize)
         default_timeout_ms,
         one_off: Arc::new(AtomicU64::new(0)),
     };
-    Router::new()
-        .route("/v1/decisions", post(propose))
+    let mut r = Router::new();
+    if std::env::var(FAILPOINT_HTTP_ENV).is_ok_and(|v| v == "1") {
+        tracing::warn!("{FAILPOINT_HTTP_ENV}=1: the failpoint endpoint is enabled (tests only)");
+        r = r.route("/v1/debug/failpoint/{name}", post(arm_failpoint));
+    }
+    r.route("/v1/decisions", post(propose))
         .route("/v1/status", get(status))
         .route("/v1/log", get(log))
         .route("/v1/keys/{key}", get(read))
@@ -247,6 +256,12 @@ async fn read(
         ));
     }
     Ok(Json(ask(&api, |reply| Query::Read { key, reply }).await?))
+}
+
+async fn arm_failpoint(Path(name): Path<String>) -> Result<&'static str, ApiError> {
+    synod_storage::failpoint::arm(&name, 1)
+        .map(|()| "armed\n")
+        .map_err(|e| ApiError::InvalidArgument(format!("name: {e}")))
 }
 
 async fn readyz(State(api): State<Api>) -> Response {

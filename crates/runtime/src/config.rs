@@ -74,6 +74,9 @@ pub struct StorageConfig {
     /// Take a snapshot after this many WAL records since the last one
     /// (0: never). Bounds WAL replay time at start.
     pub snapshot_every_records: u64,
+    /// Extra wait before every WAL fdatasync, emulating a slow disk (crash
+    /// tests use it to widen the written-but-not-durable window). Keep 0.
+    pub emulated_sync_delay_ms: u64,
 }
 
 /// Replica-to-replica transport limits.
@@ -134,6 +137,7 @@ impl Default for StorageConfig {
         StorageConfig {
             segment_bytes: 64 << 20,
             snapshot_every_records: 100_000,
+            emulated_sync_delay_ms: 0,
         }
     }
 }
@@ -233,6 +237,9 @@ impl NodeConfig {
                 "storage.segment_bytes = {}: must be at least 1 MiB",
                 self.storage.segment_bytes
             ));
+        }
+        if self.storage.emulated_sync_delay_ms > 1000 {
+            return err("storage.emulated_sync_delay_ms must be at most 1000".into());
         }
         if self.transport.max_frame_bytes < (64 << 10) {
             return err("transport.max_frame_bytes must be at least 64 KiB".into());

@@ -59,6 +59,12 @@ pub const MAX_ABORT_REPROPOSALS: u32 = 8;
 /// are dropped (the indexes stay absolute).
 pub const LOG_RETAIN: usize = 1_000_000;
 
+/// Environment variable that turns on a deliberately broken variant: outputs
+/// are released before their writes are durable. Only for the test that
+/// shows the crash tests catch a replica acknowledging before its fsync
+/// (quality-bars.md R2/R4). Logged loudly when set.
+pub const RELEASE_BEFORE_FSYNC_ENV: &str = "SYNOD_TEST_RELEASE_BEFORE_FSYNC";
+
 /// A peer counts as reachable for `/readyz` if it was heard from within this.
 pub const PEER_SILENCE_READY: Duration = Duration::from_secs(3);
 
@@ -152,8 +158,13 @@ pub fn open_storage(
     on_durable: Box<dyn Fn(Lsn) + Send + Sync>,
 ) -> Result<(Wal, Recovered), RuntimeError> {
     check_identity(cfg)?;
+    // One record is one instance's full record; half a segment is far
+    // above any real one (a full batch of maximal decisions is the worst
+    // case) and lets small test segments still hold any record.
     let opts = WalOptions {
         segment_bytes: cfg.storage.segment_bytes,
+        max_record_bytes: u32::try_from(cfg.storage.segment_bytes / 2).unwrap_or(u32::MAX),
+        emulated_sync_delay: Duration::from_millis(cfg.storage.emulated_sync_delay_ms),
         ..WalOptions::default()
     };
     let (wal, rec) = Wal::open(&cfg.data_dir, opts, on_durable)
@@ -298,6 +309,7 @@ pub struct Node {
     log_base: u64,
     applied: u64,
     last_heard: BTreeMap<NodeId, Instant>,
+    release_before_fsync: bool,
 }
 
 impl Node {
@@ -337,6 +349,13 @@ impl Node {
             log_base: 0,
             applied: 0,
             last_heard: BTreeMap::new(),
+            release_before_fsync: {
+                let on = std::env::var(RELEASE_BEFORE_FSYNC_ENV).is_ok_and(|v| v == "1");
+                if on {
+                    tracing::error!("{RELEASE_BEFORE_FSYNC_ENV}=1: releasing outputs BEFORE they are durable (broken on purpose, tests only)");
+                }
+                on
+            },
             cfg,
         })
     }
@@ -458,7 +477,10 @@ impl Node {
                 self.queue.appended(lsn);
             }
         }
-        if let Some(out) = self.queue.push(out) {
+        if self.release_before_fsync {
+            // The deliberately broken variant (see RELEASE_BEFORE_FSYNC_ENV).
+            self.release(out);
+        } else if let Some(out) = self.queue.push(out) {
             self.release(out);
         }
         Ok(())

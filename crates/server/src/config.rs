@@ -20,9 +20,17 @@ pub const ENV_PREFIX: &str = "SYNOD_";
 
 /// `SYNOD_*` variables that belong to the command line, not to
 /// `NodeConfig`; the config layer skips them so they are not reported as
-/// unknown keys (`SYNOD_FAILPOINT` is read by the storage crate). Lower-case,
+/// unknown keys (`SYNOD_FAILPOINT` is read by the storage crate,
+/// `SYNOD_FAILPOINT_HTTP` by the runtime's test-only failpoint endpoint). Lower-case,
 /// without the prefix, as figment sees them.
-pub const ENV_NOT_CONFIG: &[&str] = &["config", "endpoints", "log_format", "failpoint"];
+pub const ENV_NOT_CONFIG: &[&str] = &[
+    "config",
+    "endpoints",
+    "log_format",
+    "failpoint",
+    "failpoint_http",
+    "test_release_before_fsync",
+];
 
 /// The flag layer: the command-line overrides of `server` and
 /// `config show`. `None` leaves the lower layers' value.

@@ -87,6 +87,10 @@ pub struct WalOptions {
     /// Most records queued and not yet taken by the writer; appends beyond it
     /// get [`StorageError::Overloaded`] (retryable). Default 65536.
     pub queue_max_records: usize,
+    /// Extra wait before every group-commit fdatasync, emulating a slow disk.
+    /// Zero (the default) in production; crash tests raise it so that much
+    /// more is written-but-not-durable when the power goes.
+    pub emulated_sync_delay: std::time::Duration,
 }
 
 impl Default for WalOptions {
@@ -97,6 +101,7 @@ impl Default for WalOptions {
             group_commit_max_records: 4096,
             group_commit_max_bytes: 8 << 20,
             queue_max_records: 65536,
+            emulated_sync_delay: std::time::Duration::ZERO,
         }
     }
 }

@@ -303,6 +303,9 @@ impl Writer {
         let bytes = self.buf.len() as u64;
         self.buf.clear();
         hit("wal.after_write");
+        if !self.shared.opts.emulated_sync_delay.is_zero() {
+            std::thread::sleep(self.shared.opts.emulated_sync_delay);
+        }
         let t0 = Instant::now();
         seg.file
             .sync_data()
