@@ -90,6 +90,16 @@ pub struct StatusResponse {
     pub wal_last_lsn: u64,
     /// Highest durable WAL sequence number.
     pub wal_durable_lsn: u64,
+    /// fdatasyncs of WAL groups since start.
+    #[serde(default)]
+    pub wal_fsyncs: u64,
+    /// WAL records made durable since start (records per fsync =
+    /// `wal_records / wal_fsyncs`).
+    #[serde(default)]
+    pub wal_records: u64,
+    /// Total time spent in WAL fdatasync since start, in microseconds.
+    #[serde(default)]
+    pub wal_fsync_micros: u64,
     /// Instances committed on the fast path / slow path (own).
     pub fast_commits: u64,
     /// Own instances committed after an Accept round.

@@ -631,7 +631,11 @@ impl Node {
 
     fn status(&self) -> StatusResponse {
         let s = self.replica.stats();
+        let w = self.wal.stats();
         StatusResponse {
+            wal_fsyncs: w.fsyncs_total,
+            wal_records: w.records_total,
+            wal_fsync_micros: w.fsync_time_ns_total / 1000,
             node: self.me,
             members: self.replica.config().members().to_vec(),
             epoch: self.replica.config().epoch,
