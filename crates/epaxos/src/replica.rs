@@ -138,6 +138,12 @@ pub struct Options {
     /// Most client commands in one instance. Bounds message size and the work
     /// one Nop throws away.
     pub batch_size_max: usize,
+    /// Most bytes of client commands (bodies and keys) in one instance; a
+    /// command that would cross it starts a new batch. Keeps one instance
+    /// record and one PreAccept well below the WAL record and transport
+    /// frame limits whatever the clients send (a single command larger
+    /// than this still goes, alone).
+    pub batch_bytes_max: usize,
     /// T_fast: how long the origin waits for a full fast quorum before it
     /// takes the slow path with the replies it has (≥ n−f).
     pub fast_timeout_ticks: u64,
@@ -197,6 +203,7 @@ impl Default for Options {
             thrifty: false,
             strict_paper_mode: false,
             batch_size_max: 64,
+            batch_bytes_max: 1 << 20,
             fast_timeout_ticks: 4,
             retransmit_ticks: 8,
             commit_timeout_ticks: 20,
@@ -231,6 +238,11 @@ pub struct Stats {
     pub nops: u64,
     /// Messages dropped because a guard failed (stale or duplicate).
     pub dropped: u64,
+}
+
+/// Approximate encoded size of a command, for `Options::batch_bytes_max`.
+fn command_bytes(cmd: &Command) -> usize {
+    cmd.body.len() + cmd.keys.iter().map(|(k, _)| k.len() + 2).sum::<usize>() + 16
 }
 
 /// A hash map with a fixed hasher: `std`'s default `RandomState` seeds itself
@@ -349,6 +361,8 @@ pub struct Replica {
     executor: Executor,
     /// Commands waiting for the next batch.
     batch: Vec<Command>,
+    /// `command_bytes` of `batch`.
+    batch_bytes: usize,
     coords: BTreeMap<CmdId, Coord>,
     proposals: BTreeMap<CmdId, Proposal>,
     recoveries: BTreeMap<CmdId, Recovery>,
@@ -382,8 +396,8 @@ impl Replica {
             "replica {me} is not a member of {config:?}"
         );
         assert!(
-            options.batch_size_max > 0,
-            "batch_size_max must be positive"
+            options.batch_size_max > 0 && options.batch_bytes_max > 0,
+            "batch_size_max and batch_bytes_max must be positive"
         );
         Replica {
             me,
@@ -397,6 +411,7 @@ impl Replica {
             nops: BTreeSet::new(),
             executor: Executor::new(),
             batch: Vec::new(),
+            batch_bytes: 0,
             coords: BTreeMap::new(),
             proposals: BTreeMap::new(),
             recoveries: BTreeMap::new(),
@@ -520,11 +535,24 @@ impl Replica {
             self.send(owner, Message::Forward { cmds: vec![cmd] });
             return self.finish();
         }
-        self.batch.push(cmd);
-        if self.batch.len() >= self.opts.batch_size_max {
+        self.enqueue(cmd);
+        self.finish()
+    }
+
+    /// Adds a command to the open batch, submitting the batch first if the
+    /// command would push it over `batch_bytes_max`, and after if it is full.
+    fn enqueue(&mut self, cmd: Command) {
+        let size = command_bytes(&cmd);
+        if !self.batch.is_empty() && self.batch_bytes + size > self.opts.batch_bytes_max {
             self.submit_batch();
         }
-        self.finish()
+        self.batch_bytes += size;
+        self.batch.push(cmd);
+        if self.batch.len() >= self.opts.batch_size_max
+            || self.batch_bytes >= self.opts.batch_bytes_max
+        {
+            self.submit_batch();
+        }
     }
 
     /// Submits the queued commands, if any, as one instance now.
@@ -597,10 +625,7 @@ impl Replica {
             } => self.on_heartbeat(epoch, committed_prefix),
             Message::Forward { cmds } => {
                 for cmd in cmds {
-                    self.batch.push(cmd);
-                    if self.batch.len() >= self.opts.batch_size_max {
-                        self.submit_batch();
-                    }
+                    self.enqueue(cmd);
                 }
             }
         }
@@ -847,6 +872,7 @@ impl Replica {
             return;
         }
         let batch: Batch = Arc::new(std::mem::take(&mut self.batch));
+        self.batch_bytes = 0;
         let id = CmdId {
             epoch: self.config.epoch,
             seq: self.next_seq,

@@ -193,3 +193,46 @@ fn early_recovery_with_origin_in_q_commits_nop() {
     assert_eq!(aborted, 1, "the origin tells its client to retry");
     assert_eq!(net.replicas[0].stats().fast_commits, 0);
 }
+
+/// `batch_bytes_max` splits batches by size: no instance carries more than
+/// the limit unless a single command is larger on its own.
+#[test]
+fn batches_are_split_by_bytes() {
+    let opts = Options {
+        batch_size_max: 64,
+        batch_bytes_max: 1000,
+        ..Options::default()
+    };
+    let cfg = QuorumConfig::standard(3).unwrap();
+    let mut r = Replica::new(0, cfg, opts);
+    let mut out = Output::default();
+    // 400-byte bodies: two fit in 1000 bytes, a third does not.
+    for req in 1..=5u64 {
+        out.extend(r.propose(Command {
+            keys: vec![(Arc::from(format!("k{req}").as_str()), Access::Write)],
+            body: Arc::from(vec![7u8; 400]),
+            client: 9,
+            request: req,
+        }));
+    }
+    // One command above the limit goes alone.
+    out.extend(r.propose(Command {
+        keys: vec![(Arc::from("big"), Access::Write)],
+        body: Arc::from(vec![7u8; 5000]),
+        client: 9,
+        request: 6,
+    }));
+    out.extend(r.flush());
+    let mut sizes: BTreeMap<CmdId, usize> = BTreeMap::new();
+    for e in &out.messages {
+        if let Message::PreAccept { id, cmd, .. } = &e.msg {
+            sizes.insert(*id, cmd.len());
+        }
+    }
+    let sizes: Vec<usize> = sizes.into_values().collect();
+    assert_eq!(
+        sizes,
+        vec![2, 2, 1, 1],
+        "batches of 400-byte commands under a 1000-byte limit"
+    );
+}
