@@ -149,6 +149,8 @@ pub struct Recovered {
     pub app: StateMachine,
     /// WAL records replayed after the snapshot.
     pub replayed: usize,
+    /// The data directory's lock, held for the life of the process.
+    pub lock: std::fs::File,
 }
 
 /// Opens the WAL under `cfg.data_dir` and rebuilds the durable state.
@@ -157,6 +159,7 @@ pub fn open_storage(
     cfg: &NodeConfig,
     on_durable: Box<dyn Fn(Lsn) + Send + Sync>,
 ) -> Result<(Wal, Recovered), RuntimeError> {
+    let lock = lock_data_dir(cfg)?;
     check_identity(cfg)?;
     // One record is one instance's full record; half a segment is far
     // above any real one (a full batch of maximal decisions is the worst
@@ -178,6 +181,7 @@ pub fn open_storage(
         processed: BTreeSet::new(),
         app: StateMachine::new(),
         replayed: rec.records.len(),
+        lock,
     };
     if let Some((lsn, bytes)) = &rec.snapshot {
         let s: Snapshot = postcard::from_bytes(bytes).map_err(|e| {
@@ -217,6 +221,29 @@ pub fn open_storage(
         }
     }
     Ok((wal, out))
+}
+
+/// Takes an exclusive lock on `<data_dir>/LOCK`, so two processes never
+/// write one WAL (the lock goes with the process, also on SIGKILL).
+fn lock_data_dir(cfg: &NodeConfig) -> Result<std::fs::File, RuntimeError> {
+    let io = |e: std::io::Error| RuntimeError(format!("{}: {e}", cfg.data_dir.display()));
+    std::fs::create_dir_all(&cfg.data_dir).map_err(io)?;
+    let path = cfg.data_dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RuntimeError(format!(
+            "{} is in use by another process (locked: {}); two replicas must never share a data directory",
+            cfg.data_dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 /// Refuses a data directory written by another node or cluster.
@@ -309,6 +336,7 @@ pub struct Node {
     log_base: u64,
     applied: u64,
     last_heard: BTreeMap<NodeId, Instant>,
+    _lock: std::fs::File,
     release_before_fsync: bool,
 }
 
@@ -349,6 +377,7 @@ impl Node {
             log_base: 0,
             applied: 0,
             last_heard: BTreeMap::new(),
+            _lock: rec.lock,
             release_before_fsync: {
                 let on = std::env::var(RELEASE_BEFORE_FSYNC_ENV).is_ok_and(|v| v == "1");
                 if on {
