@@ -6,19 +6,37 @@ mod cluster;
 
 use cluster::*;
 use std::fs;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs `synod server` on `config` and expects it to exit non-zero within
 /// a few seconds with `needle` in its output.
 fn expect_refused(config: &std::path::Path, needle: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_synod"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
         .arg("server")
         .arg("--config")
         .arg(config)
         .env_remove("SYNOD_FAILPOINT")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A replica that was not refused runs until it is stopped: give it a
+    // few seconds, then fail (after killing it) instead of hanging.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "a second replica started on {}:\n{}",
+                config.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
