@@ -47,6 +47,10 @@ use tokio::sync::{mpsc, oneshot};
 /// never refuses an append of the core.
 pub const MAX_UNSYNCED_RECORDS: u64 = 32_768;
 
+/// The WAL's queue limit (`WalOptions::queue_max_records`) as the runtime
+/// configures it.
+pub const WAL_QUEUE_MAX: usize = 65_536;
+
 /// Inputs of one kind the loop feeds to the core before it flushes and
 /// handles the output: bounds the latency one busy input adds to the others.
 pub const MAX_INPUTS_PER_TURN: usize = 512;
@@ -168,6 +172,7 @@ pub fn open_storage(
         segment_bytes: cfg.storage.segment_bytes,
         max_record_bytes: u32::try_from(cfg.storage.segment_bytes / 2).unwrap_or(u32::MAX),
         emulated_sync_delay: Duration::from_millis(cfg.storage.emulated_sync_delay_ms),
+        queue_max_records: WAL_QUEUE_MAX,
         ..WalOptions::default()
     };
     let (wal, rec) = Wal::open(&cfg.data_dir, opts, on_durable)
@@ -498,6 +503,21 @@ impl Node {
                 payloads.push(bytes);
             }
             self.records_since_snapshot += payloads.len() as u64;
+            // The WAL refuses appends beyond its queue limit. The loop stops
+            // reading input long before (MAX_UNSYNCED_RECORDS), but one turn
+            // may still produce many writes: rather than fail, wait here for
+            // the disk (records not yet durable ≥ records still queued).
+            let room = WAL_QUEUE_MAX as u64;
+            let n = payloads.len() as u64;
+            if self.queue.unsynced() + n > room {
+                let target = self.queue.last_appended() + n - room;
+                let wal = self.wal.clone();
+                tokio::task::block_in_place(|| wal.wait_durable(target))
+                    .map_err(|e| RuntimeError(format!("WAL: {e}")))?;
+                for out in self.queue.durable(target) {
+                    self.release(out);
+                }
+            }
             let lsn = self
                 .wal
                 .append_batch(payloads)
