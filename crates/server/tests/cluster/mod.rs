@@ -133,6 +133,22 @@ impl Cluster {
         }
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to replica `id`.
+    pub fn signal(&self, id: u16, signal: &str) {
+        let pid = self.procs[id as usize]
+            .child
+            .as_ref()
+            .expect("running")
+            .id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// SIGTERM and wait (graceful stop); returns the exit status.
     pub fn stop(&mut self, id: u16) -> Option<std::process::ExitStatus> {
         let mut c = self.procs[id as usize].child.take()?;
