@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod release;
 pub use config::NodeConfig;
