@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod frontier;
 pub mod http;
 pub mod wire;
 
