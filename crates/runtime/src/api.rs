@@ -4,7 +4,28 @@
 //!
 //! Every error is an [`ErrorBody`] with a stable code; [`ApiError`] is the
 //! one table that maps them to HTTP statuses and says which are retryable.
+//!
+//! Health and metrics:
+//!
+//! - `GET /livez`: 200 while the process serves HTTP. Asks nothing of the
+//!   replica loop or the cluster, so a restart is never triggered by a lost
+//!   quorum.
+//! - `GET /readyz`: 200 `ready` when the replica loop answers within
+//!   [`QUERY_TIMEOUT`] and (in this order) it has processed every committed
+//!   instance recovered from disk that it could not execute at start (a
+//!   restarted replica whose dependencies are still missing is "not ready:
+//!   re-executing after a restart"); it heard within
+//!   [`PEER_SILENCE_READY`](crate::node::PEER_SILENCE_READY) from a slow
+//!   quorum, itself included; its WAL is not behind
+//!   ([`MAX_UNSYNCED_RECORDS`](crate::node::MAX_UNSYNCED_RECORDS)); fewer than
+//!   `limits.max_waiting_proposals` proposals wait. Otherwise 503 `not ready:
+//!   <the first condition that fails>`, or the [`ApiError`] of a loop that
+//!   does not answer (429 if its query queue is full, 503 if it is gone).
+//! - `GET /metrics`: the node's registry ([`crate::metrics`]) in the
+//!   OpenMetrics text format. Encoded by the handler from atomics shared with
+//!   the loop: it neither waits for nor delays the loop.
 
+use crate::metrics::{Metrics, Rejection, CONTENT_TYPE};
 use crate::node::{Handle, Proposal, ProposeError, Query};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, State};
@@ -35,6 +56,7 @@ pub struct Api {
     handle: Handle,
     default_timeout_ms: u64,
     one_off: Arc<AtomicU64>,
+    metrics: Metrics,
 }
 
 /// Every way a request can fail, and how it is presented.
@@ -106,11 +128,17 @@ impl IntoResponse for ApiError {
 pub const FAILPOINT_HTTP_ENV: &str = "SYNOD_FAILPOINT_HTTP";
 
 /// The router of one replica.
-pub fn router(handle: Handle, default_timeout_ms: u64, max_request_bytes: usize) -> Router {
+pub fn router(
+    handle: Handle,
+    metrics: Metrics,
+    default_timeout_ms: u64,
+    max_request_bytes: usize,
+) -> Router {
     let api = Api {
         handle,
         default_timeout_ms,
         one_off: Arc::new(AtomicU64::new(0)),
+        metrics,
     };
     let mut r = Router::new();
     if std::env::var(FAILPOINT_HTTP_ENV).is_ok_and(|v| v == "1") {
@@ -123,12 +151,34 @@ pub fn router(handle: Handle, default_timeout_ms: u64, max_request_bytes: usize)
         .route("/v1/keys/{key}", get(read))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(scrape))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(api)
 }
 
+/// `POST /v1/decisions`. Counts in `synod_proposals_rejected_total` what
+/// the loop never sees or never answers: invalid input, a full proposal
+/// queue, a loop already gone, and timeouts. The loop counts its own
+/// answers (overloaded, aborted, shutting down).
 async fn propose(
     State(api): State<Api>,
+    body: Result<Json<ProposeRequest>, JsonRejection>,
+) -> Result<Json<ProposeResponse>, ApiError> {
+    let r = propose_inner(&api, body).await;
+    if let Err(e) = &r {
+        match e {
+            ApiError::InvalidArgument(_) => api.metrics.rejected(Rejection::Invalid),
+            ApiError::Timeout(_) => api.metrics.rejected(Rejection::Timeout),
+            // The loop counted its own overloaded, aborted and shutting-down
+            // answers; these are the ones it never gave.
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) | ApiError::Aborted => {}
+        }
+    }
+    r
+}
+
+async fn propose_inner(
+    api: &Api,
     body: Result<Json<ProposeRequest>, JsonRejection>,
 ) -> Result<Json<ProposeResponse>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::InvalidArgument(e.body_text()))?;
@@ -175,18 +225,28 @@ async fn propose(
     let (tx, rx) = oneshot::channel();
     api.handle
         .proposals
-        .try_send(Proposal { cmd, reply: tx })
+        .try_send(Proposal {
+            cmd,
+            reply: tx,
+            queued_at: std::time::Instant::now(),
+        })
         .map_err(|e| match e {
             tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                api.metrics.rejected(Rejection::Overloaded);
                 ApiError::Overloaded("the replica's proposal queue is full".into())
             }
             tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                api.metrics.rejected(Rejection::ShuttingDown);
                 ApiError::Unavailable("the replica is stopping".into())
             }
         })?;
     match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
         Err(_) => Err(ApiError::Timeout(timeout_ms)),
-        Ok(Err(_)) => Err(ApiError::Unavailable("the replica is stopping".into())),
+        Ok(Err(_)) => {
+            // The loop dropped the reply without answering (it failed).
+            api.metrics.rejected(Rejection::ShuttingDown);
+            Err(ApiError::Unavailable("the replica is stopping".into()))
+        }
         Ok(Ok(Err(ProposeError::Overloaded { reason }))) => Err(ApiError::Overloaded(reason)),
         Ok(Ok(Err(ProposeError::Aborted))) => Err(ApiError::Aborted),
         Ok(Ok(Err(ProposeError::ShuttingDown))) => {
@@ -262,6 +322,14 @@ async fn arm_failpoint(Path(name): Path<String>) -> Result<&'static str, ApiErro
     synod_storage::failpoint::arm(&name, 1)
         .map(|()| "armed\n")
         .map_err(|e| ApiError::InvalidArgument(format!("name: {e}")))
+}
+
+async fn scrape(State(api): State<Api>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+        api.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(api): State<Api>) -> Response {

@@ -103,7 +103,27 @@ pub async fn run(
         node: cfg.id,
         boot_id,
     };
-    let node = node::Node::new(cfg.clone(), boot_id, wal.clone(), rec, transport.clone())?;
+    let metrics = {
+        // Weak: the registry (held by the router) must not keep the WAL from
+        // being closed at shutdown.
+        let wal = Arc::downgrade(&wal);
+        let transport = transport.clone();
+        metrics::Metrics::new(
+            Box::new(move || wal.upgrade().map(|w| w.stats())),
+            Box::new(move || {
+                let peers = transport.stats().peers;
+                peers.into_iter().map(|(p, s)| (p, s.connected)).collect()
+            }),
+        )
+    };
+    let node = node::Node::new(
+        cfg.clone(),
+        boot_id,
+        wal.clone(),
+        rec,
+        transport.clone(),
+        metrics.clone(),
+    )?;
 
     let listener = tokio::net::TcpListener::bind(me.api_addr)
         .await
@@ -111,6 +131,7 @@ pub async fn run(
     let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
     let router = api::router(
         handle,
+        metrics,
         cfg.limits.propose_timeout_ms,
         cfg.limits.max_request_bytes,
     );

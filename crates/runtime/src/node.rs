@@ -27,6 +27,7 @@
 //! clients were told).
 
 use crate::config::NodeConfig;
+use crate::metrics::{LoopState, Metrics, Rejection};
 use crate::release::ReleaseQueue;
 use crate::RuntimeError;
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ use synod_decision::{Outcome, StateMachine};
 use synod_epaxos::{Envelope, InstanceRecord, Message, Options, Output, Replica, Write};
 use synod_storage::{Lsn, Wal, WalOptions};
 use synod_transport::Transport;
-use synod_types::{ClientId, CmdId, Command, NodeId, QuorumConfig};
+use synod_types::{ClientId, CmdId, Command, NodeId, Phase, QuorumConfig};
 use tokio::sync::{mpsc, oneshot};
 
 /// Outputs whose writes are appended but not yet durable, beyond which the
@@ -97,6 +98,15 @@ pub struct Proposal {
     pub cmd: Command,
     /// Where the outcome goes.
     pub reply: Reply,
+    /// When the API put it in the loop's queue: the start of
+    /// `synod_commit_latency_seconds`.
+    pub queued_at: Instant,
+}
+
+/// A client waiting in the loop for a proposal's outcome.
+struct Waiter {
+    reply: Reply,
+    queued_at: Instant,
 }
 
 /// A read-only question to the loop.
@@ -119,7 +129,8 @@ pub enum Query {
         /// answer
         reply: oneshot::Sender<ReadResponse>,
     },
-    /// `/readyz`: recovered, enough peers reachable, not overloaded.
+    /// `/readyz`: done re-executing what was recovered, enough peers
+    /// reachable, not overloaded (see [`Node::ready`]).
     Ready(oneshot::Sender<Result<(), String>>),
 }
 
@@ -335,7 +346,7 @@ pub struct Node {
     applied_ids: BTreeSet<CmdId>,
     records_since_snapshot: u64,
     snapshot_running: bool,
-    waiters: HashMap<(ClientId, u64), Vec<Reply>>,
+    waiters: HashMap<(ClientId, u64), Vec<Waiter>>,
     reproposals: HashMap<(ClientId, u64), u32>,
     log: VecDeque<LogEntry>,
     log_base: u64,
@@ -343,6 +354,13 @@ pub struct Node {
     last_heard: BTreeMap<NodeId, Instant>,
     _lock: std::fs::File,
     release_before_fsync: bool,
+    metrics: Metrics,
+    /// When [`Node::refresh_metrics`] next copies the loop's state.
+    metrics_due: Instant,
+    /// Committed instances recovered from disk that the executor had not
+    /// processed after the first flush. `/readyz` says "not ready" until
+    /// every one of them is processed; emptied once, never refilled.
+    recovering: Vec<CmdId>,
 }
 
 impl Node {
@@ -353,6 +371,7 @@ impl Node {
         wal: Arc<Wal>,
         rec: Recovered,
         transport: Transport<Message>,
+        metrics: Metrics,
     ) -> Result<Node, RuntimeError> {
         let me = cfg.id;
         let quorum = quorum(&cfg)?;
@@ -390,6 +409,9 @@ impl Node {
                 }
                 on
             },
+            metrics,
+            metrics_due: Instant::now(),
+            recovering: Vec::new(),
             cfg,
         })
     }
@@ -410,9 +432,23 @@ impl Node {
         let (snap_tx, mut snap_rx) = mpsc::unbounded_channel::<Result<(), String>>();
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.protocol.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Executions of committed-but-unapplied instances come out now.
+        // Executions of committed-but-unapplied instances come out now; the
+        // ones that cannot (a dependency not committed here yet) keep the
+        // replica unready until they are processed.
         let out = self.replica.flush();
         self.handle(out)?;
+        self.recovering = self
+            .replica
+            .instances()
+            .filter(|(id, r)| r.phase == Phase::Committed && !self.replica.is_processed(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        if !self.recovering.is_empty() {
+            tracing::info!(
+                instances = self.recovering.len(),
+                "recovered committed instances wait for their dependencies before they execute; not ready until they have"
+            );
+        }
         loop {
             let backlogged = self.backlogged();
             tokio::select! {
@@ -434,6 +470,7 @@ impl Node {
                 _ = tick.tick() => {
                     let out = self.replica.tick();
                     self.handle(out)?;
+                    self.refresh_metrics();
                 }
                 Some((from, msg)) = inbound.recv(), if !backlogged => {
                     let now = Instant::now();
@@ -474,6 +511,7 @@ impl Node {
         let key = (p.cmd.client, p.cmd.request);
         let waiting: usize = self.waiters.values().map(Vec::len).sum();
         if waiting >= self.cfg.limits.max_waiting_proposals {
+            self.metrics.rejected(Rejection::Overloaded);
             let _ = p.reply.send(Err(ProposeError::Overloaded {
                 reason: format!(
                     "{waiting} proposals are waiting for their result (limits.max_waiting_proposals)"
@@ -481,7 +519,11 @@ impl Node {
             }));
             return Output::default();
         }
-        self.waiters.entry(key).or_default().push(p.reply);
+        self.metrics.proposal_accepted();
+        self.waiters.entry(key).or_default().push(Waiter {
+            reply: p.reply,
+            queued_at: p.queued_at,
+        });
         self.replica.propose(p.cmd)
     }
 
@@ -571,10 +613,12 @@ impl Node {
                 self.reproposals.remove(&key);
                 if let Some(ws) = self.waiters.remove(&key) {
                     for w in ws {
-                        let _ = w.send(Ok((ex.id, outcome.clone())));
+                        let _ = w.reply.send(Ok((ex.id, outcome.clone())));
+                        self.metrics.commit_replied(w.queued_at.elapsed());
                     }
                 }
             }
+            self.metrics.executed(ex.batch.len() as u64);
             self.applied_ids.insert(ex.id);
             self.push_log(LogEntry {
                 index: 0,
@@ -591,7 +635,8 @@ impl Node {
                 if *n > MAX_ABORT_REPROPOSALS {
                     self.reproposals.remove(&key);
                     for w in self.waiters.remove(&key).unwrap_or_default() {
-                        let _ = w.send(Err(ProposeError::Aborted));
+                        self.metrics.rejected(Rejection::Aborted);
+                        let _ = w.reply.send(Err(ProposeError::Aborted));
                     }
                 } else {
                     // Sessions make a second execution impossible, so
@@ -654,7 +699,56 @@ impl Node {
         }
     }
 
-    fn ready(&self) -> Result<(), String> {
+    /// Copies the loop's state into the metrics, at most every
+    /// [`crate::metrics::REFRESH_INTERVAL`] (called on ticks).
+    fn refresh_metrics(&mut self) {
+        let now = Instant::now();
+        if now < self.metrics_due {
+            return;
+        }
+        self.metrics_due = now + crate::metrics::REFRESH_INTERVAL;
+        self.drain_recovering();
+        let s = self.replica.stats();
+        self.metrics.refresh(&LoopState {
+            fast_commits: s.fast_commits,
+            slow_paths: s.slow_paths,
+            recoveries: s.recoveries,
+            nops: s.nops,
+            pending_execution: self.replica.pending_execution() as u64,
+            in_flight: self.replica.in_flight() as u64,
+            waiting_proposals: self.waiters.values().map(Vec::len).sum::<usize>() as u64,
+            wal_unsynced_records: self.queue.unsynced(),
+        });
+    }
+
+    /// Forgets the recovered instances the executor has processed since.
+    fn drain_recovering(&mut self) {
+        if !self.recovering.is_empty() {
+            let replica = &self.replica;
+            self.recovering.retain(|id| !replica.is_processed(*id));
+            if self.recovering.is_empty() {
+                tracing::info!("every committed instance recovered from disk is executed");
+            }
+        }
+    }
+
+    /// The answer of `/readyz`, checked in this order:
+    ///
+    /// 1. every committed instance recovered from disk that the first flush
+    ///    could not execute (a dependency not yet committed here) has been
+    ///    processed since; checked until it holds once, then never again;
+    /// 2. this replica heard within [`PEER_SILENCE_READY`] from enough
+    ///    replicas (itself included) to form a slow quorum;
+    /// 3. the WAL is not behind (`MAX_UNSYNCED_RECORDS`);
+    /// 4. fewer than `limits.max_waiting_proposals` proposals wait.
+    fn ready(&mut self) -> Result<(), String> {
+        self.drain_recovering();
+        if let Some(first) = self.recovering.first() {
+            return Err(format!(
+                "re-executing after a restart: {} committed instances recovered from disk wait for their dependencies (first: {first})",
+                self.recovering.len()
+            ));
+        }
         let now = Instant::now();
         let reachable = 1 + self
             .last_heard
@@ -744,6 +838,7 @@ impl Node {
     async fn stop(mut self, mut proposals: mpsc::Receiver<Proposal>) -> Result<(), RuntimeError> {
         proposals.close();
         while let Ok(p) = proposals.try_recv() {
+            self.metrics.rejected(Rejection::ShuttingDown);
             let _ = p.reply.send(Err(ProposeError::ShuttingDown));
         }
         let out = self.replica.flush();
@@ -757,7 +852,8 @@ impl Node {
         self.on_durable(last);
         for (_, ws) in self.waiters.drain() {
             for w in ws {
-                let _ = w.send(Err(ProposeError::ShuttingDown));
+                self.metrics.rejected(Rejection::ShuttingDown);
+                let _ = w.reply.send(Err(ProposeError::ShuttingDown));
             }
         }
         Ok(())
