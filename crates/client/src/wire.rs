@@ -146,6 +146,25 @@ pub struct LogResponse {
     pub entries: Vec<LogEntry>,
     /// Index to ask for next.
     pub next: u64,
+    /// [`crate::frontier::Frontier`] token of the instances this replica
+    /// applied before its log's first retained entry (from its snapshot, or
+    /// dropped by the retention limit): a stream can resume here only from a
+    /// token that contains all of them.
+    #[serde(default)]
+    pub base: String,
+}
+
+/// One event of the committed stream (`GET /v1/stream`, Server-Sent Events
+/// with `event: decision`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    /// The executed instance.
+    pub instance: CmdId,
+    /// Its commands, in apply order.
+    pub commands: Vec<LogCommand>,
+    /// Resume token after this event: pass it as `from` to continue on any
+    /// replica without gaps or duplicates.
+    pub token: String,
 }
 
 /// `GET /v1/keys/{key}`: a local (non-linearizable) read.

@@ -73,6 +73,8 @@ pub enum ApiError {
     Timeout(u64),
     /// The decision's instance was replaced by a Nop repeatedly.
     Aborted,
+    /// A stream token asks for history this replica no longer has.
+    Gone(String),
 }
 
 impl ApiError {
@@ -84,12 +86,16 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", true),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", true),
             ApiError::Aborted => (StatusCode::SERVICE_UNAVAILABLE, "aborted", true),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone", false),
         }
     }
 
     fn message(&self) -> String {
         match self {
-            ApiError::InvalidArgument(m) | ApiError::Overloaded(m) | ApiError::Unavailable(m) => {
+            ApiError::InvalidArgument(m)
+            | ApiError::Overloaded(m)
+            | ApiError::Unavailable(m)
+            | ApiError::Gone(m) => {
                 m.clone()
             }
             ApiError::Timeout(ms) => format!(
@@ -148,6 +154,7 @@ pub fn router(
     r.route("/v1/decisions", post(propose))
         .route("/v1/status", get(status))
         .route("/v1/log", get(log))
+        .route("/v1/stream", get(stream))
         .route("/v1/keys/{key}", get(read))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -171,7 +178,10 @@ async fn propose(
             ApiError::Timeout(_) => api.metrics.rejected(Rejection::Timeout),
             // The loop counted its own overloaded, aborted and shutting-down
             // answers; these are the ones it never gave.
-            ApiError::Overloaded(_) | ApiError::Unavailable(_) | ApiError::Aborted => {}
+            ApiError::Overloaded(_)
+            | ApiError::Unavailable(_)
+            | ApiError::Aborted
+            | ApiError::Gone(_) => {}
         }
     }
     r
@@ -330,6 +340,28 @@ async fn scrape(State(api): State<Api>) -> Response {
         api.metrics.encode(),
     )
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct StreamParams {
+    #[serde(default)]
+    from: String,
+}
+
+/// `GET /v1/stream?from=TOKEN`: the committed stream (see `stream.rs`).
+async fn stream(
+    State(api): State<Api>,
+    params: Result<UrlQuery<StreamParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let UrlQuery(p) = params.map_err(|e| ApiError::InvalidArgument(e.body_text()))?;
+    match crate::stream::open(api.handle.clone(), &p.from).await {
+        Ok(sse) => Ok(sse.into_response()),
+        Err(crate::stream::StreamError::BadToken(m)) => {
+            Err(ApiError::InvalidArgument(format!("from: {m}")))
+        }
+        Err(crate::stream::StreamError::Gone(m)) => Err(ApiError::Gone(m)),
+        Err(crate::stream::StreamError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
+    }
 }
 
 async fn readyz(State(api): State<Api>) -> Response {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod metrics;
 pub mod node;
 pub mod release;
+pub mod stream;
 pub use config::NodeConfig;
 
 use std::sync::Arc;

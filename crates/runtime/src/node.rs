@@ -344,6 +344,10 @@ pub struct Node {
     queue: ReleaseQueue<Output>,
     next_seq: u64,
     applied_ids: BTreeSet<CmdId>,
+    /// Instances applied before the first retained log entry (from the
+    /// snapshot, or dropped by `LOG_RETAIN`): what a stream token must
+    /// already contain to resume here (`stream.rs`).
+    history_base: synod_client::frontier::Frontier,
     records_since_snapshot: u64,
     snapshot_running: bool,
     waiters: HashMap<(ClientId, u64), Vec<Waiter>>,
@@ -392,6 +396,13 @@ impl Node {
             wal,
             transport,
             next_seq: rec.next_seq,
+            history_base: {
+                let mut f = synod_client::frontier::Frontier::new();
+                for id in &rec.processed {
+                    f.insert(*id);
+                }
+                f
+            },
             applied_ids: rec.processed,
             records_since_snapshot: rec.replayed as u64,
             snapshot_running: false,
@@ -661,7 +672,9 @@ impl Node {
         e.index = self.log_base + self.log.len() as u64;
         self.log.push_back(e);
         if self.log.len() > LOG_RETAIN {
-            self.log.pop_front();
+            if let Some(old) = self.log.pop_front() {
+                self.history_base.insert(old.instance);
+            }
             self.log_base += 1;
         }
     }
@@ -683,6 +696,7 @@ impl Node {
                     boot_id: self.boot_id,
                     entries,
                     next,
+                    base: self.history_base.encode(),
                 });
             }
             Query::Read { key, reply } => {

@@ -1,0 +1,120 @@
+//! `GET /v1/stream?from=TOKEN`: the committed stream as Server-Sent Events.
+//!
+//! Every replica executes conflicting instances in the same order, so the
+//! set of instances a subscriber has seen is, key by key, a prefix of every
+//! replica's order. The resume token is that set
+//! ([`synod_client::frontier::Frontier`]); a replica resumes a subscriber by
+//! streaming its own execution log minus the token. No gaps and no
+//! duplicates, also when the subscriber moves to another replica, provided
+//! the replica still has the history the token lacks: its log starts after
+//! its snapshot, so a token that misses an instance applied before that is
+//! refused (410 Gone) instead of silently skipping it.
+//!
+//! The handler pages through the loop's log (`Query::Log`) and polls every
+//! [`STREAM_POLL`] when it has caught up; a restart of the replica ends the
+//! stream (its log starts over) and the subscriber resumes with its token.
+
+use crate::node::{Handle, Query};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+use synod_client::frontier::Frontier;
+use synod_client::wire::{LogEntry, LogResponse, StreamEvent};
+use tokio::sync::oneshot;
+
+/// How often a caught-up subscriber asks the loop for new entries.
+pub const STREAM_POLL: Duration = Duration::from_millis(20);
+
+/// Log entries fetched from the loop per request.
+pub const STREAM_PAGE: usize = 1000;
+
+/// Why a stream cannot start.
+#[derive(Debug)]
+pub enum StreamError {
+    /// The token does not parse.
+    BadToken(String),
+    /// The token lacks instances this replica no longer has in its log.
+    Gone(String),
+    /// The loop is gone or busy.
+    Unavailable(String),
+}
+
+async fn page(handle: &Handle, from: u64) -> Result<LogResponse, StreamError> {
+    let (tx, rx) = oneshot::channel();
+    handle
+        .queries
+        .send(Query::Log {
+            from,
+            limit: STREAM_PAGE,
+            reply: tx,
+        })
+        .await
+        .map_err(|_| StreamError::Unavailable("the replica is stopping".into()))?;
+    rx.await
+        .map_err(|_| StreamError::Unavailable("the replica is stopping".into()))
+}
+
+struct State {
+    handle: Handle,
+    token: Frontier,
+    boot_id: u64,
+    next: u64,
+    buffer: VecDeque<LogEntry>,
+}
+
+/// Opens the stream for `from` (a token, empty for "from the beginning").
+pub async fn open(
+    handle: Handle,
+    from: &str,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, StreamError> {
+    let token = Frontier::decode(from).map_err(|e| StreamError::BadToken(e.to_string()))?;
+    let first = page(&handle, 0).await?;
+    let base = Frontier::decode(&first.base)
+        .map_err(|e| StreamError::Unavailable(format!("replica's base token: {e}")))?;
+    if !token.contains_all(&base) {
+        return Err(StreamError::Gone(format!(
+            "the token lacks {} instance(s) this replica applied before its retained history; resume from a replica that has them, or start over",
+            base.len().saturating_sub(token.len()).max(1)
+        )));
+    }
+    let state = State {
+        handle,
+        token,
+        boot_id: first.boot_id,
+        next: first.next,
+        buffer: first.entries.into(),
+    };
+    let events = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            while let Some(e) = st.buffer.pop_front() {
+                if !st.token.insert(e.instance) {
+                    continue;
+                }
+                let ev = StreamEvent {
+                    instance: e.instance,
+                    commands: e.commands,
+                    token: st.token.encode(),
+                };
+                let event = Event::default()
+                    .event("decision")
+                    .json_data(&ev)
+                    .unwrap_or_else(|_| Event::default().event("error"));
+                return Some((Ok(event), st));
+            }
+            let p = page(&st.handle, st.next).await.ok()?;
+            if p.boot_id != st.boot_id {
+                // The replica restarted; its log starts over. End the
+                // stream: the subscriber resumes with its token.
+                return None;
+            }
+            if p.entries.is_empty() {
+                tokio::time::sleep(STREAM_POLL).await;
+                continue;
+            }
+            st.next = p.next;
+            st.buffer = p.entries.into();
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
