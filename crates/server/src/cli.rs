@@ -41,6 +41,10 @@ pub enum Command {
     Propose(ProposeArgs),
     /// Print each endpoint's status.
     Status(StatusArgs),
+    /// Load a cluster (this one, a fresh local one, or etcd for
+    /// comparison) and print throughput, commit latency and the machine's
+    /// floor (fsync + loopback RTT).
+    Bench(synod_bench::BenchArgs),
 }
 
 /// `synod server`.

@@ -22,6 +22,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(a) => check(&a),
         Command::Propose(a) => propose(&a),
         Command::Status(a) => status(&a),
+        Command::Bench(a) => synod_bench::run(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
