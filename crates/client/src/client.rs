@@ -230,6 +230,20 @@ impl Client {
         })
     }
 
+    /// `GET /v1/keys/{key}?consistency=linearizable`: a read ordered through
+    /// the protocol after every conflicting write committed before it (it
+    /// sees every write acknowledged before the call). A read changes
+    /// nothing, so it is retried on other endpoints like any failover error.
+    pub fn read_linearizable(&self, key: &str) -> Result<ReadResponse, ClientError> {
+        let path = format!(
+            "/v1/keys/{}?consistency=linearizable",
+            http::encode_path_segment(key)
+        );
+        self.call(ClientError::is_failover, |ep| {
+            self.json(ep, "GET", &path, None)
+        })
+    }
+
     /// `GET /livez`: true if some endpoint answers 200.
     pub fn livez(&self) -> bool {
         self.probe("/livez")

@@ -53,4 +53,4 @@ pub use decision::{
 };
 pub use machine::StateMachine;
 pub use outcome::{ClaimState, Failure, Kind, OpResult, Outcome, Reason, Value};
-pub use session::{command, session_key};
+pub use session::{command, read_command, session_key, READ_ONLY_CLIENT};

@@ -99,6 +99,9 @@ impl StateMachine {
     /// The outcomes of steps 3 and 4 are recorded as the client's new
     /// watermark.
     pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        if cmd.client == crate::READ_ONLY_CLIENT {
+            return self.apply_read_only(cmd);
+        }
         let session = session_key(cmd.client);
         let declares_session = cmd
             .keys
@@ -135,6 +138,25 @@ impl StateMachine {
             },
         );
         outcome
+    }
+
+    /// A sessionless command ([`crate::read_command`]): applied only if
+    /// every op is a `Get`, and never recorded, so executing it twice (or on
+    /// some replicas only) leaves every replica's state identical.
+    fn apply_read_only(&mut self, cmd: &Command) -> Outcome {
+        match Decision::decode(&cmd.body) {
+            Err(e) => Outcome::rejected(Reason::Undecodable(e)),
+            Ok(d) => match d.validate() {
+                Err(e) => Outcome::rejected(Reason::Invalid(e)),
+                Ok(()) if !d.ops.iter().all(|op| matches!(op, crate::Op::Get { .. })) => {
+                    Outcome::rejected(Reason::SessionRequired)
+                }
+                Ok(()) => match undeclared_key(cmd, &d) {
+                    Some((key, access)) => Outcome::rejected(Reason::UndeclaredKey { key, access }),
+                    None => self.apply_valid(&d),
+                },
+            },
+        }
     }
 
     /// Applies a decision with no session: validate, check every guard

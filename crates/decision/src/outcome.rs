@@ -211,6 +211,9 @@ pub enum Reason {
     /// refused without reading or recording session state (see
     /// [`crate::command`]). Not recorded.
     MissingSessionKey,
+    /// A command of [`crate::READ_ONLY_CLIENT`] (no session) holds an op
+    /// other than `Get`; writes need a session for exactly-once.
+    SessionRequired,
     /// The decision touches a key the command did not declare (or declared
     /// as `Read` but writes). Executing it would not be ordered against
     /// conflicting decisions, so it is refused.
@@ -252,6 +255,12 @@ impl fmt::Display for Reason {
             Reason::Undecodable(e) => write!(f, "undecodable body: {e}"),
             Reason::MissingSessionKey => {
                 write!(f, "command does not declare its client's session key")
+            }
+            Reason::SessionRequired => {
+                write!(
+                    f,
+                    "only read-only decisions (every op a get) may run without a session"
+                )
             }
             Reason::UndeclaredKey { key, access } => {
                 write!(f, "key {key:?} ({access:?}) is not declared by the command")

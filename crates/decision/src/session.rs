@@ -48,3 +48,80 @@ pub fn command(client: ClientId, request: u64, d: &Decision) -> Command {
         request,
     }
 }
+
+/// The client id of sessionless, read-only commands ([`read_command`]).
+///
+/// Real clients use ids ≥ 1. A command of this client carries no session
+/// key and records nothing: the state machine executes it each time it is
+/// delivered, which is harmless only because it may hold nothing but `Get`
+/// ops (anything else is rejected with [`crate::Reason::SessionRequired`]).
+/// Linearizable reads use it, so a read leaves no session behind.
+pub const READ_ONLY_CLIENT: ClientId = 0;
+
+/// Builds the protocol command of a read-only decision (every op a `Get`):
+/// client [`READ_ONLY_CLIENT`], `request` only for the caller's bookkeeping,
+/// `keys` = `d.conflict_keys()` (all reads), no session key. Ordered after
+/// every conflicting write committed before it, it reads the latest value:
+/// a linearizable read through the protocol.
+pub fn read_command(request: u64, d: &Decision) -> Command {
+    Command {
+        keys: d.conflict_keys(),
+        body: Arc::from(d.encode()),
+        client: READ_ONLY_CLIENT,
+        request,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Op, OpResult, Outcome, Reason, StateMachine, Value};
+
+    #[test]
+    fn read_commands_read_and_leave_no_trace() {
+        let mut sm = StateMachine::new();
+        let w = Decision::new(vec![Op::set_stock("sku", 5)], 0);
+        assert!(sm.apply(&command(7, 1, &w)).is_applied());
+        let before = sm.digest();
+        let r = Decision::new(vec![Op::get("sku")], 0);
+        let cmd = read_command(1, &r);
+        assert_eq!(cmd.client, READ_ONLY_CLIENT);
+        assert!(
+            cmd.keys.iter().all(|(_, a)| *a == Access::Read),
+            "{:?}",
+            cmd.keys
+        );
+        for _ in 0..3 {
+            // Executed on every delivery, same answer, nothing recorded.
+            match sm.apply(&cmd) {
+                Outcome::Applied { results } => assert_eq!(
+                    results,
+                    vec![OpResult::Get {
+                        version: 1,
+                        value: Some(Value::Stock(5))
+                    }]
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(sm.digest(), before, "a read changed the state");
+        assert!(sm.session(READ_ONLY_CLIENT).is_none());
+    }
+
+    #[test]
+    fn writes_without_a_session_are_refused() {
+        let mut sm = StateMachine::new();
+        let before = sm.digest();
+        let d = Decision::new(vec![Op::get("a"), Op::put("a", b"x".to_vec())], 0);
+        assert_eq!(
+            sm.apply(&read_command(1, &d)).reason(),
+            Some(&Reason::SessionRequired)
+        );
+        // Even declaring the session key of client 0 does not help.
+        assert_eq!(
+            sm.apply(&command(READ_ONLY_CLIENT, 1, &d)).reason(),
+            Some(&Reason::SessionRequired)
+        );
+        assert_eq!(sm.digest(), before);
+    }
+}

@@ -37,7 +37,7 @@ use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use synod_client::wire::{ErrorBody, ProposeRequest, ProposeResponse};
+use synod_client::wire::{ErrorBody, ProposeRequest, ProposeResponse, ReadResponse};
 use synod_decision::Decision;
 use tokio::sync::oneshot;
 
@@ -56,6 +56,8 @@ pub struct Api {
     handle: Handle,
     default_timeout_ms: u64,
     one_off: Arc<AtomicU64>,
+    /// Numbers the linearizable reads of this process (their `request`).
+    reads: Arc<AtomicU64>,
     metrics: Metrics,
 }
 
@@ -144,6 +146,7 @@ pub fn router(
         handle,
         default_timeout_ms,
         one_off: Arc::new(AtomicU64::new(0)),
+        reads: Arc::new(AtomicU64::new(0)),
         metrics,
     };
     let mut r = Router::new();
@@ -232,6 +235,21 @@ async fn propose_inner(
         .unwrap_or(api.default_timeout_ms)
         .clamp(1, api.default_timeout_ms);
     let cmd = synod_decision::command(client, request, &decision);
+    let (id, outcome) = submit(api, cmd, timeout_ms).await?;
+    Ok(Json(ProposeResponse {
+        instance: id.to_string(),
+        client,
+        request,
+        outcome,
+    }))
+}
+
+/// Hands `cmd` to the loop and waits up to `timeout_ms` for its outcome.
+async fn submit(
+    api: &Api,
+    cmd: synod_types::Command,
+    timeout_ms: u64,
+) -> Result<(synod_types::CmdId, synod_decision::Outcome), ApiError> {
     let (tx, rx) = oneshot::channel();
     api.handle
         .proposals
@@ -262,12 +280,7 @@ async fn propose_inner(
         Ok(Ok(Err(ProposeError::ShuttingDown))) => {
             Err(ApiError::Unavailable("the replica is stopping".into()))
         }
-        Ok(Ok(Ok((id, outcome)))) => Ok(Json(ProposeResponse {
-            instance: id.to_string(),
-            client,
-            request,
-            outcome,
-        })),
+        Ok(Ok(Ok(done))) => Ok(done),
     }
 }
 
@@ -316,16 +329,62 @@ async fn log(
     ))
 }
 
+#[derive(Deserialize)]
+struct ReadParams {
+    #[serde(default)]
+    consistency: Option<String>,
+}
+
+/// `GET /v1/keys/{key}[?consistency=local|linearizable]`.
+///
+/// `local` (the default) answers from this replica's state, which may lag
+/// by the decisions it has not executed yet. `linearizable` proposes a
+/// read-only decision (a `Get`, no session: `synod_decision::read_command`)
+/// through the protocol: it executes after every conflicting decision
+/// committed before it, so it sees every write acknowledged before the read
+/// began. It costs a round of the protocol and is subject to the propose
+/// timeout and overload limits.
 async fn read(
     State(api): State<Api>,
     Path(key): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+    params: Result<UrlQuery<ReadParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReadResponse>, ApiError> {
+    let UrlQuery(p) = params.map_err(|e| ApiError::InvalidArgument(e.body_text()))?;
     if key.starts_with(synod_decision::RESERVED_KEY_PREFIX) {
         return Err(ApiError::InvalidArgument(
             "key: keys starting with NUL are reserved".into(),
         ));
     }
-    Ok(Json(ask(&api, |reply| Query::Read { key, reply }).await?))
+    match p.consistency.as_deref() {
+        None | Some("local") => Ok(Json(ask(&api, |reply| Query::Read { key, reply }).await?)),
+        Some("linearizable") => {
+            let d = Decision::new(vec![synod_decision::Op::get(key.as_str())], now_ms());
+            d.validate()
+                .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+            let n = api.reads.fetch_add(1, Ordering::Relaxed);
+            let cmd = synod_decision::read_command(n, &d);
+            let (_, outcome) = submit(&api, cmd, api.default_timeout_ms).await?;
+            match outcome {
+                synod_decision::Outcome::Applied { results } => match results.as_slice() {
+                    [synod_decision::OpResult::Get { version, value }] => Ok(Json(ReadResponse {
+                        key,
+                        version: *version,
+                        value: value.clone(),
+                        consistency: "linearizable".into(),
+                    })),
+                    other => Err(ApiError::Unavailable(format!(
+                        "unexpected read result {other:?}"
+                    ))),
+                },
+                synod_decision::Outcome::Rejected { reason } => {
+                    Err(ApiError::InvalidArgument(format!("key: {reason}")))
+                }
+            }
+        }
+        Some(other) => Err(ApiError::InvalidArgument(format!(
+            "consistency: {other:?} is neither \"local\" nor \"linearizable\""
+        ))),
+    }
 }
 
 async fn arm_failpoint(Path(name): Path<String>) -> Result<&'static str, ApiError> {

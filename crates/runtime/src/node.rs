@@ -618,7 +618,10 @@ impl Node {
                     client: cmd.client,
                     request: cmd.request,
                     keys: cmd.keys.iter().map(|(k, _)| k.to_string()).collect(),
-                    applied: !duplicate && outcome.is_applied(),
+                    // Reads without a session change nothing.
+                    applied: !duplicate
+                        && cmd.client != synod_decision::READ_ONLY_CLIENT
+                        && outcome.is_applied(),
                 });
                 let key = (cmd.client, cmd.request);
                 self.reproposals.remove(&key);
