@@ -244,6 +244,17 @@ impl Client {
         })
     }
 
+    /// Subscribes to the committed stream from `from` (a resume token; empty
+    /// for the beginning), starting at the preferred endpoint and moving to
+    /// the others when one fails. See [`crate::subscribe`].
+    pub fn subscribe(&self, from: &str) -> crate::subscribe::Subscription {
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        let mut eps = self.endpoints.clone();
+        eps.rotate_left(start);
+        crate::subscribe::Subscription::new(eps, from, self.connect_timeout)
+    }
+
     /// `GET /livez`: true if some endpoint answers 200.
     pub fn livez(&self) -> bool {
         self.probe("/livez")

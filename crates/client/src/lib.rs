@@ -9,6 +9,7 @@
 pub mod client;
 pub mod frontier;
 pub mod http;
+pub mod subscribe;
 pub mod wire;
 
 pub use client::{Client, ClientError, CONNECT_TIMEOUT_DEFAULT, READ_TIMEOUT_DEFAULT};

@@ -218,3 +218,55 @@ fn a_subscriber_moves_between_replicas_without_gaps_or_duplicates() {
     let (status, _) = Sub::open(&api_addr(c.base_port, 2), &last);
     assert_eq!(status, 200);
 }
+
+/// The SDK's subscription (`Client::subscribe`) moves on by itself when the
+/// replica it reads from is killed, and still sees every executed instance
+/// exactly once.
+#[test]
+fn the_sdk_subscription_survives_a_killed_replica() {
+    let mut c = Cluster::new("stream-sdk", 3, 23760, "");
+    c.start_all();
+    c.wait_ready(Duration::from_secs(20));
+    setup_counters(&c.client(0));
+    let load = Load::start(c.endpoints(), 4);
+    let client = synod_client::Client::new(c.endpoints()).unwrap();
+    let mut sub = client.subscribe("");
+    let mut events = Vec::new();
+    while events.len() < 200 {
+        events.push(
+            sub.next(Duration::from_secs(10))
+                .unwrap()
+                .expect("stream stalled"),
+        );
+    }
+    // The subscription reads from the first endpoint, replica 0.
+    c.kill(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events.len() < 400 {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription did not move on"
+        );
+        if let Some(e) = sub.next(Duration::from_millis(500)).unwrap() {
+            events.push(e);
+        }
+    }
+    let acked = load.stop();
+    c.wait_converged(Duration::from_secs(30));
+    while let Some(e) = sub.next(Duration::from_millis(800)).unwrap() {
+        events.push(e);
+    }
+    let ids: Vec<_> = events.iter().map(|e| e.instance).collect();
+    let unique: BTreeSet<_> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "an instance was delivered twice");
+    let log1 = c.log(1);
+    let executed: BTreeSet<_> = log1.iter().map(|e| e.instance).collect();
+    assert_eq!(
+        unique, executed,
+        "the subscription missed or invented instances"
+    );
+    let streamed = as_entries(&events);
+    check_same_order(&per_key(&log1), &per_key(&streamed), true);
+    check_exactly_once(1, &streamed, &acked);
+    assert_eq!(sub.token(), events.last().unwrap().token);
+}
