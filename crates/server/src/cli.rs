@@ -41,6 +41,13 @@ pub enum Command {
     Propose(ProposeArgs),
     /// Print each endpoint's status.
     Status(StatusArgs),
+    /// Read one key: local (this replica's state) or, with
+    /// --linearizable, through the protocol.
+    Get(GetArgs),
+    /// Follow the committed stream: one JSON line per executed instance,
+    /// resumable with --from (the last event's token), moving to another
+    /// replica when one fails.
+    Watch(WatchArgs),
     /// Load a cluster (this one, a fresh local one, or etcd for
     /// comparison) and print throughput, commit latency and the machine's
     /// floor (fsync + loopback RTT).
@@ -146,6 +153,37 @@ pub struct ProposeArgs {
     /// How long the replica should wait for the result (e.g. 5s, 500ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<u64>,
+}
+
+/// `synod get`.
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// Endpoints.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// The key.
+    pub key: String,
+    /// Read through the protocol: sees every write acknowledged before it.
+    #[arg(long)]
+    pub linearizable: bool,
+}
+
+/// `synod watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Endpoints.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// Resume token (a previous event's `token`); empty: from the start of
+    /// the replica's history.
+    #[arg(long, default_value = "")]
+    pub from: String,
+    /// Stop after this many events (default: follow until Ctrl-C).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this long without an event (e.g. 5s; default: never).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle: Option<u64>,
 }
 
 /// `synod status`.

@@ -1,10 +1,11 @@
 //! The subcommands' bodies.
 
 use crate::cli::{
-    CheckArgs, Cli, Command, ConfigCommand, LogFormat, Output, ProposeArgs, StatusArgs,
+    CheckArgs, Cli, Command, ConfigCommand, GetArgs, LogFormat, Output, ProposeArgs, StatusArgs,
+    WatchArgs,
 };
 use crate::{config, ops, up};
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use synod_client::wire::ProposeRequest;
 use synod_client::{Client, ClientError};
@@ -22,6 +23,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(a) => check(&a),
         Command::Propose(a) => propose(&a),
         Command::Status(a) => status(&a),
+        Command::Get(a) => get(&a),
+        Command::Watch(a) => watch(&a),
         Command::Bench(a) => synod_bench::run(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -162,6 +165,46 @@ fn propose(a: &ProposeArgs) -> Result<ExitCode, String> {
 
 fn pretty<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("wire types serialise")
+}
+
+fn get(a: &GetArgs) -> Result<ExitCode, String> {
+    let c = client(&a.endpoints.endpoints)?;
+    let r = if a.linearizable {
+        c.read_linearizable(&a.key)
+    } else {
+        c.read(&a.key)
+    }
+    .map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch(a: &WatchArgs) -> Result<ExitCode, String> {
+    let c = client(&a.endpoints.endpoints)?;
+    let mut sub = c.subscribe(&a.from);
+    let wait = std::time::Duration::from_millis(a.idle.unwrap_or(1000));
+    let mut seen = 0u64;
+    let mut out = std::io::stdout().lock();
+    while a.count.is_none_or(|n| seen < n) {
+        match sub.next(wait).map_err(|e| e.to_string())? {
+            Some(ev) => {
+                seen += 1;
+                let line = serde_json::to_string(&ev).map_err(|e| e.to_string())?;
+                writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                out.flush().map_err(|e| e.to_string())?;
+            }
+            None if a.idle.is_some() => break,
+            None => {}
+        }
+    }
+    eprintln!(
+        "synod watch: {seen} events; resume with --from '{}'",
+        sub.token()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(a: &StatusArgs) -> Result<ExitCode, String> {
