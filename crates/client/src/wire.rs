@@ -106,6 +106,29 @@ pub struct StatusResponse {
     pub slow_commits: u64,
     /// Recovery attempts started here.
     pub recoveries: u64,
+    /// Own instances on the fast path / all own committed instances;
+    /// `None` before the first.
+    #[serde(default)]
+    pub fast_path_ratio: Option<f64>,
+    /// Instances executed here, over the replica's whole life (the snapshot
+    /// included): comparable across replicas, so the difference to the
+    /// highest one is a replica's lag (`synod status` shows it).
+    #[serde(default)]
+    pub executed_instances: u64,
+    /// This replica's view of its peers.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer as a replica sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The peer.
+    pub node: u16,
+    /// An outbound connection to it is up.
+    pub connected: bool,
+    /// Milliseconds since a message from it arrived; `None`: never.
+    pub last_heard_ms: Option<u64>,
 }
 
 /// One executed instance in `GET /v1/log`.

@@ -810,6 +810,27 @@ impl Node {
             fast_commits: s.fast_commits,
             slow_commits: s.slow_paths,
             recoveries: s.recoveries,
+            fast_path_ratio: (s.fast_commits + s.slow_paths > 0)
+                .then(|| s.fast_commits as f64 / (s.fast_commits + s.slow_paths) as f64),
+            executed_instances: self.applied_ids.len() as u64,
+            peers: {
+                let t = self.transport.stats();
+                let now = Instant::now();
+                self.replica
+                    .config()
+                    .members()
+                    .iter()
+                    .filter(|&&m| m != self.me)
+                    .map(|&m| synod_client::wire::PeerStatus {
+                        node: m,
+                        connected: t.peers.get(&m).is_some_and(|p| p.connected),
+                        last_heard_ms: self
+                            .last_heard
+                            .get(&m)
+                            .map(|h| now.duration_since(*h).as_millis() as u64),
+                    })
+                    .collect()
+            },
         }
     }
 

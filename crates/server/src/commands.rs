@@ -256,7 +256,8 @@ fn status_table(rows: &[StatusRow]) -> String {
         "ENDPOINT",
         "NODE",
         "EPOCH",
-        "APPLIED",
+        "EXECUTED",
+        "LAG",
         "DIGEST",
         "PENDING",
         "IN_FLIGHT",
@@ -265,8 +266,16 @@ fn status_table(rows: &[StatusRow]) -> String {
         "DURABLE",
         "FAST",
         "SLOW",
+        "FAST%",
         "RECOVERIES",
     ];
+    // Lag: instances behind the replica that executed the most.
+    let most = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|s| s.executed_instances)
+        .max()
+        .unwrap_or(0);
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     let mut errors = Vec::new();
     for (ep, r) in rows {
@@ -275,7 +284,8 @@ fn status_table(rows: &[StatusRow]) -> String {
                 ep.clone(),
                 s.node.to_string(),
                 s.epoch.to_string(),
-                s.applied.to_string(),
+                s.executed_instances.to_string(),
+                (most - s.executed_instances).to_string(),
                 format!("{:016x}", s.state_digest),
                 s.pending_execution.to_string(),
                 s.in_flight.to_string(),
@@ -284,6 +294,8 @@ fn status_table(rows: &[StatusRow]) -> String {
                 s.wal_durable_lsn.to_string(),
                 s.fast_commits.to_string(),
                 s.slow_commits.to_string(),
+                s.fast_path_ratio
+                    .map_or("-".into(), |r| format!("{:.1}", r * 100.0)),
                 s.recoveries.to_string(),
             ]),
             Err(ClientError::AllEndpointsFailed { last }) => errors.push(format!("{ep}: {last}")),
