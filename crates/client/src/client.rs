@@ -613,4 +613,55 @@ mod tests {
         let addr: std::net::SocketAddr = "127.0.0.1:7000".parse().unwrap();
         assert!(Client::new([addr]).is_ok());
     }
+
+    /// A session retries one request with the same (client, request) after
+    /// a retryable error and a timeout, and numbers the next one after it.
+    #[test]
+    fn session_retries_with_the_same_request_number() {
+        let resp = |status: &str, body: String| {
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        };
+        let err = |status: &str, code: &str, retryable: bool| {
+            resp(
+                status,
+                format!("{{\"code\":\"{code}\",\"message\":\"x\",\"retryable\":{retryable},\"retry_after_ms\":null}}"),
+            )
+        };
+        let busy = err("503 Service Unavailable", "unavailable", true);
+        let bad = err("400 Bad Request", "invalid_argument", false);
+        let ok = |req: u64| {
+            resp(
+                "200 OK",
+                format!("{{\"instance\":\"0.1@0\",\"client\":7,\"request\":{req},\"outcome\":{{\"Applied\":{{\"results\":[]}}}}}}"),
+            )
+        };
+        let (addr, seen) = fake(vec![busy.clone(), busy, ok(1), ok(2), bad]);
+        let c = Client::new([addr]).unwrap();
+        let mut s = c.session(7);
+        let r = s
+            .propose(vec![synod_decision::Op::get("k")], Vec::new())
+            .unwrap();
+        assert_eq!(r.request, 1);
+        let bodies: Vec<String> = (0..3).map(|_| seen.recv().unwrap()).collect();
+        for b in &bodies {
+            assert!(
+                b.contains("\"client\":7") && b.contains("\"request\":1"),
+                "{b}"
+            );
+        }
+        let r = s
+            .propose(vec![synod_decision::Op::get("k")], Vec::new())
+            .unwrap();
+        assert_eq!(r.request, 2);
+        assert!(seen.recv().unwrap().contains("\"request\":2"));
+        // A non-retryable error is returned at once, and uses the number up.
+        assert!(s
+            .propose(vec![synod_decision::Op::get("k")], Vec::new())
+            .is_err());
+        assert_eq!(s.next_request(), 4);
+    }
 }

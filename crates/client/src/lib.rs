@@ -9,6 +9,7 @@
 pub mod client;
 pub mod frontier;
 pub mod http;
+pub mod session;
 pub mod subscribe;
 pub mod wire;
 
