@@ -6,7 +6,7 @@
 //! two are compared at the same durability.
 
 use crate::args::BenchArgs;
-use crate::driver::{self, Session};
+use crate::driver::{self, Counters, Session};
 use crate::floor;
 use crate::report::Trial;
 use crate::synod::{free_base_port, scratch_dir, stop_child};
@@ -215,6 +215,35 @@ impl Drop for EtcdCluster {
     }
 }
 
+/// Σ `etcd_disk_wal_fsync_duration_seconds_count` over the members'
+/// `/metrics` (served on the client port), as [`Counters::wal_fsyncs`];
+/// `None` if a member does not answer.
+fn wal_fsyncs(members: &[String]) -> Option<Counters> {
+    let mut sum = Counters::default();
+    for m in members {
+        let text = http_get(m, "/metrics").ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("etcd_disk_wal_fsync_duration_seconds_count"))?;
+        let n: f64 = line.split_whitespace().last()?.parse().ok()?;
+        sum.wal_fsyncs += n as u64;
+    }
+    Some(sum)
+}
+
+/// A plain HTTP/1.0 GET of `path` on `addr`; the body.
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(text.clone(), |(_, b)| b.to_string()))
+}
+
 /// One etcd trial: fresh cluster, floor probe, drive.
 pub fn trial(args: &BenchArgs) -> Result<Trial, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -250,7 +279,12 @@ pub fn trial(args: &BenchArgs) -> Result<Trial, String> {
         "etcd: {} clients for {:?} (+{:?} warmup), gRPC KV.Put",
         args.clients, args.duration, args.warmup
     ));
-    let measured = driver::drive(args, sessions, &|| None);
+    let metrics: Vec<String> = cluster
+        .endpoints
+        .iter()
+        .map(|u| u.trim_start_matches("http://").to_string())
+        .collect();
+    let measured = driver::drive(args, sessions, &|| wal_fsyncs(&metrics));
     drop(cluster);
     drop(rt);
     Ok(Trial {

@@ -57,6 +57,8 @@ impl Trial {
     pub fn json(&self) -> Value {
         let m = &self.measured;
         let c = m.counters;
+        // Commit paths are Synod's; other systems report only fsyncs.
+        let paths = c.filter(|_| self.system == "synod");
         json!({
             "system": self.system,
             "setup": self.setup,
@@ -72,10 +74,10 @@ impl Trial {
                 "samples_dropped": m.samples_dropped,
             },
             "errors": m.errors,
-            "fast_commits": c.map(|c| c.fast_commits),
-            "slow_commits": c.map(|c| c.slow_commits),
-            "recoveries": c.map(|c| c.recoveries),
-            "fast_path_ratio": self.fast_path_ratio(),
+            "fast_commits": paths.map(|c| c.fast_commits),
+            "slow_commits": paths.map(|c| c.slow_commits),
+            "recoveries": paths.map(|c| c.recoveries),
+            "fast_path_ratio": paths.and(self.fast_path_ratio()),
             "wal_fsyncs": c.map(|c| c.wal_fsyncs),
             "fsyncs_per_decision": self.fsyncs_per_decision(),
             "floor": {
@@ -122,7 +124,7 @@ impl Trial {
             us(m.latencies_ns.last().copied())
         );
         let _ = writeln!(s, "p50 / floor       {:.2}", self.p50_over_floor());
-        if let Some(c) = m.counters {
+        if let Some(c) = m.counters.filter(|_| self.system == "synod") {
             let _ = writeln!(
                 s,
                 "fast path         {} fast, {} slow ({}), {} recoveries",
@@ -132,6 +134,8 @@ impl Trial {
                     .map_or("n/a".into(), |r| format!("{:.2}% fast", r * 100.0)),
                 c.recoveries
             );
+        }
+        if let Some(c) = m.counters {
             let _ = writeln!(
                 s,
                 "fsyncs/decision   {}   ({} fsyncs over 3 replicas)",
