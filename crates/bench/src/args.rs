@@ -221,6 +221,55 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        use clap::Parser;
+        let a = Cli::try_parse_from(["bench"]).unwrap().bench;
+        assert_eq!(a.clients, 16);
+        assert_eq!(a.duration, Duration::from_secs(10));
+        assert_eq!(a.warmup, Duration::from_secs(2));
+        assert_eq!(a.endpoints.len(), 3);
+        assert_eq!(a.rate, None);
+        assert!(a.validate().is_ok());
+        let a = Cli::try_parse_from([
+            "bench",
+            "--start",
+            "--compare",
+            "etcd",
+            "--pairs",
+            "2",
+            "--clients",
+            "4",
+            "--duration",
+            "5s",
+            "--rate",
+            "1000",
+            "--conflict-rate",
+            "0.5",
+            "--zipf",
+            "0.99",
+            "--keys",
+            "10",
+            "-o",
+            "json",
+        ])
+        .unwrap()
+        .bench;
+        assert_eq!(a.compare, Some(System::Etcd));
+        assert_eq!(a.output, Format::Json);
+        assert!(a.validate().is_ok());
+        let bad = Cli::try_parse_from(["bench", "--conflict-rate", "1.5"])
+            .unwrap()
+            .bench;
+        assert!(bad.validate().is_err());
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));

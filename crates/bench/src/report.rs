@@ -127,7 +127,7 @@ impl Trial {
         if let Some(c) = m.counters.filter(|_| self.system == "synod") {
             let _ = writeln!(
                 s,
-                "fast path         {} fast, {} slow ({}), {} recoveries",
+                "fast path         {} fast, {} slow instances ({}), {} recoveries",
                 c.fast_commits,
                 c.slow_commits,
                 self.fast_path_ratio()
