@@ -361,8 +361,16 @@ async fn read(
             let d = Decision::new(vec![synod_decision::Op::get(key.as_str())], now_ms());
             d.validate()
                 .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-            let n = api.reads.fetch_add(1, Ordering::Relaxed);
-            let cmd = synod_decision::read_command(n, &d);
+            // Every replica executes every read, and all reads share client
+            // 0, so a replica answers its waiter for (0, request) with the
+            // first execution of that pair it sees: the request number must
+            // be unique cluster-wide, or another replica's older read would
+            // answer this one. Node id (16 bits) | incarnation (16 bits) |
+            // counter (32 bits).
+            let n = api.reads.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF;
+            let request =
+                (u64::from(api.handle.node) << 48) | ((api.handle.boot_id & 0xFFFF) << 32) | n;
+            let cmd = synod_decision::read_command(request, &d);
             let (_, outcome) = submit(&api, cmd, api.default_timeout_ms).await?;
             match outcome {
                 synod_decision::Outcome::Applied { results } => match results.as_slice() {
