@@ -5,8 +5,8 @@
 //! other request is rejected with the reason (insufficient stock), and every
 //! replica applied the reservations in the same order.
 //!
-//! Per-key order is read from each replica's execution log (`/v1/log`);
-//! the resumable committed stream replaces it when it exists.
+//! Per-key order is read from each replica's committed stream
+//! (`/v1/stream`, subscribed on that replica alone).
 
 mod cluster;
 
@@ -154,8 +154,23 @@ fn fifty_agents_never_oversell_across_a_replica_restart() {
     );
 
     c.wait_converged(Duration::from_secs(30));
-    let logs: Vec<_> = (0..3).map(|i| c.log(i)).collect();
-    let orders: Vec<Vec<(u64, u64)>> = logs
+    // Each replica's committed stream, read from that replica alone.
+    let streams: Vec<Vec<synod_client::wire::LogEntry>> = (0..3u16)
+        .map(|i| {
+            let one = Client::new([api_addr(c.base_port, i)]).unwrap();
+            let mut sub = one.subscribe("");
+            let mut entries = Vec::new();
+            while let Some(e) = sub.next(Duration::from_millis(800)).unwrap() {
+                entries.push(synod_client::wire::LogEntry {
+                    index: entries.len() as u64,
+                    instance: e.instance,
+                    commands: e.commands,
+                });
+            }
+            entries
+        })
+        .collect();
+    let orders: Vec<Vec<(u64, u64)>> = streams
         .iter()
         .map(|l| per_key(l).remove("sku-42").unwrap_or_default())
         .collect();
