@@ -10,31 +10,8 @@ use std::sync::Arc;
 /// The key every conflicting decision writes.
 pub const HOT_KEY: &str = "bench/hot";
 
-/// SplitMix64: small, fast, seedable; statistical quality is ample for
-/// picking keys.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The generator that picks keys: the project's one seeded PRNG.
+pub use synod_types::SplitMix64 as Rng;
 
 /// Zipf(s) over `0..n` by inverse CDF (binary search over the cumulative
 /// weights, computed once and shared by every client).
