@@ -109,6 +109,32 @@ struct Waiter {
     queued_at: Instant,
 }
 
+/// Waiters by `(client, request)`, with their total count kept alongside
+/// (it bounds admission on every proposal, so it must not be recounted).
+#[derive(Default)]
+struct Waiters {
+    by_request: HashMap<(ClientId, u64), Vec<Waiter>>,
+    len: usize,
+}
+
+impl Waiters {
+    fn push(&mut self, key: (ClientId, u64), w: Waiter) {
+        self.by_request.entry(key).or_default().push(w);
+        self.len += 1;
+    }
+
+    fn take(&mut self, key: &(ClientId, u64)) -> Vec<Waiter> {
+        let ws = self.by_request.remove(key).unwrap_or_default();
+        self.len -= ws.len();
+        ws
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Waiter> + '_ {
+        self.len = 0;
+        self.by_request.drain().flat_map(|(_, ws)| ws)
+    }
+}
+
 /// A read-only question to the loop.
 pub enum Query {
     /// `GET /v1/status`
@@ -350,7 +376,7 @@ pub struct Node {
     history_base: synod_client::frontier::Frontier,
     records_since_snapshot: u64,
     snapshot_running: bool,
-    waiters: HashMap<(ClientId, u64), Vec<Waiter>>,
+    waiters: Waiters,
     reproposals: HashMap<(ClientId, u64), u32>,
     log: VecDeque<LogEntry>,
     log_base: u64,
@@ -406,7 +432,7 @@ impl Node {
             applied_ids: rec.processed,
             records_since_snapshot: rec.replayed as u64,
             snapshot_running: false,
-            waiters: HashMap::new(),
+            waiters: Waiters::default(),
             reproposals: HashMap::new(),
             log: VecDeque::new(),
             log_base: 0,
@@ -520,7 +546,7 @@ impl Node {
     /// Registers the waiter and hands the command to the core.
     fn propose(&mut self, p: Proposal) -> Output {
         let key = (p.cmd.client, p.cmd.request);
-        let waiting: usize = self.waiters.values().map(Vec::len).sum();
+        let waiting = self.waiters.len;
         if waiting >= self.cfg.limits.max_waiting_proposals {
             self.metrics.rejected(Rejection::Overloaded);
             let _ = p.reply.send(Err(ProposeError::Overloaded {
@@ -531,10 +557,13 @@ impl Node {
             return Output::default();
         }
         self.metrics.proposal_accepted();
-        self.waiters.entry(key).or_default().push(Waiter {
-            reply: p.reply,
-            queued_at: p.queued_at,
-        });
+        self.waiters.push(
+            key,
+            Waiter {
+                reply: p.reply,
+                queued_at: p.queued_at,
+            },
+        );
         self.replica.propose(p.cmd)
     }
 
@@ -625,11 +654,9 @@ impl Node {
                 });
                 let key = (cmd.client, cmd.request);
                 self.reproposals.remove(&key);
-                if let Some(ws) = self.waiters.remove(&key) {
-                    for w in ws {
-                        let _ = w.reply.send(Ok((ex.id, outcome.clone())));
-                        self.metrics.commit_replied(w.queued_at.elapsed());
-                    }
+                for w in self.waiters.take(&key) {
+                    let _ = w.reply.send(Ok((ex.id, outcome.clone())));
+                    self.metrics.commit_replied(w.queued_at.elapsed());
                 }
             }
             self.metrics.executed(ex.batch.len() as u64);
@@ -648,7 +675,7 @@ impl Node {
                 *n += 1;
                 if *n > MAX_ABORT_REPROPOSALS {
                     self.reproposals.remove(&key);
-                    for w in self.waiters.remove(&key).unwrap_or_default() {
+                    for w in self.waiters.take(&key) {
                         self.metrics.rejected(Rejection::Aborted);
                         let _ = w.reply.send(Err(ProposeError::Aborted));
                     }
@@ -733,7 +760,7 @@ impl Node {
             nops: s.nops,
             pending_execution: self.replica.pending_execution() as u64,
             in_flight: self.replica.in_flight() as u64,
-            waiting_proposals: self.waiters.values().map(Vec::len).sum::<usize>() as u64,
+            waiting_proposals: self.waiters.len as u64,
             wal_unsynced_records: self.queue.unsynced(),
         });
     }
@@ -782,7 +809,7 @@ impl Node {
         if self.backlogged() {
             return Err("the WAL is behind (overloaded)".into());
         }
-        let waiting: usize = self.waiters.values().map(Vec::len).sum();
+        let waiting = self.waiters.len;
         if waiting >= self.cfg.limits.max_waiting_proposals {
             return Err("too many proposals waiting (overloaded)".into());
         }
@@ -804,7 +831,7 @@ impl Node {
             state_digest: self.app.digest(),
             pending_execution: self.replica.pending_execution() as u64,
             in_flight: self.replica.in_flight() as u64,
-            waiting_proposals: self.waiters.values().map(Vec::len).sum::<usize>() as u64,
+            waiting_proposals: self.waiters.len as u64,
             wal_last_lsn: self.queue.last_appended(),
             wal_durable_lsn: self.queue.durable_lsn(),
             fast_commits: s.fast_commits,
@@ -888,11 +915,9 @@ impl Node {
             .map_err(|e| RuntimeError(format!("WAL sync task: {e}")))?;
         synced.map_err(|e| RuntimeError(format!("WAL sync at shutdown: {e}")))?;
         self.on_durable(last);
-        for (_, ws) in self.waiters.drain() {
-            for w in ws {
-                self.metrics.rejected(Rejection::ShuttingDown);
-                let _ = w.reply.send(Err(ProposeError::ShuttingDown));
-            }
+        for w in self.waiters.drain() {
+            self.metrics.rejected(Rejection::ShuttingDown);
+            let _ = w.reply.send(Err(ProposeError::ShuttingDown));
         }
         Ok(())
     }
