@@ -8,134 +8,29 @@ mod cluster;
 
 use cluster::*;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use synod_client::wire::{LogEntry, StreamEvent};
 
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// The HTTP status a replica answers to a stream request from `token`
+/// (the events themselves are read with `synod_client`'s subscription).
+fn stream_status(addr: &str, token: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /v1/stream?from={} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n",
+        synod_client::http::encode_path_segment(token)
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// A minimal SSE subscriber over raw HTTP/1.1 (chunked or not).
-struct Sub {
-    r: BufReader<TcpStream>,
-    chunked: bool,
-    left_in_chunk: usize,
-    text: String,
-}
-
-impl Sub {
-    /// Returns the status code and, if 200, the subscription.
-    fn open(addr: &str, token: &str) -> (u16, Option<Sub>) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "GET /v1/stream?from={} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n",
-            pct(token)
-        )
-        .unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let mut chunked = false;
-        loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if line
-                .to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-            {
-                chunked = true;
-            }
-        }
-        if status != 200 {
-            return (status, None);
-        }
-        let sub = Sub {
-            r,
-            chunked,
-            left_in_chunk: 0,
-            text: String::new(),
-        };
-        (status, Some(sub))
-    }
-
-    /// Reads more bytes; false on timeout.
-    fn fill(&mut self) -> bool {
-        let mut buf = [0u8; 4096];
-        if self.chunked {
-            if self.left_in_chunk == 0 {
-                let mut line = String::new();
-                match self.r.read_line(&mut line) {
-                    Ok(0) => panic!("stream closed"),
-                    Ok(_) => {}
-                    Err(_) => return false,
-                }
-                if line.trim().is_empty() {
-                    return true; // the CRLF after a chunk
-                }
-                self.left_in_chunk = usize::from_str_radix(line.trim(), 16).unwrap();
-                assert!(self.left_in_chunk > 0, "stream ended");
-            }
-            let want = self.left_in_chunk.min(buf.len());
-            match self.r.read(&mut buf[..want]) {
-                Ok(0) => panic!("stream closed"),
-                Ok(n) => {
-                    self.left_in_chunk -= n;
-                    self.text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
-                    true
-                }
-                Err(_) => false,
-            }
-        } else {
-            match self.r.read(&mut buf) {
-                Ok(0) => panic!("stream closed"),
-                Ok(n) => {
-                    self.text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
-                    true
-                }
-                Err(_) => false,
-            }
-        }
-    }
-
-    /// The next `decision` event, or None after `idle` without one.
-    fn next(&mut self, idle: Duration) -> Option<StreamEvent> {
-        let deadline = Instant::now() + idle;
-        loop {
-            while let Some(end) = self.text.find("\n\n") {
-                let block: String = self.text[..end].to_string();
-                self.text.drain(..end + 2);
-                let mut event = "";
-                let mut data = String::new();
-                for l in block.lines() {
-                    if let Some(v) = l.strip_prefix("event:") {
-                        event = v.trim();
-                    } else if let Some(v) = l.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if event == "decision" {
-                    return Some(serde_json::from_str(&data).unwrap());
-                }
-            }
-            if !self.fill() && Instant::now() > deadline {
-                return None;
-            }
-        }
-    }
+/// A subscription pinned to one replica (no failover).
+fn subscribe_on(addr: &str, token: &str) -> synod_client::subscribe::Subscription {
+    synod_client::Client::new([addr]).unwrap().subscribe(token)
 }
 
 fn as_entries(events: &[StreamEvent]) -> Vec<LogEntry> {
@@ -169,24 +64,24 @@ fn a_subscriber_moves_between_replicas_without_gaps_or_duplicates() {
     }
 
     // Read part of the stream from replica 0 while the load runs.
-    let (status, sub) = Sub::open(&api_addr(c.base_port, 0), "");
-    assert_eq!(status, 200);
-    let mut sub = sub.unwrap();
+    let mut sub = subscribe_on(&api_addr(c.base_port, 0), "");
     let mut events = Vec::new();
     while events.len() < 150 {
-        events.push(sub.next(Duration::from_secs(10)).expect("stream stalled"));
+        events.push(
+            sub.next(Duration::from_secs(10))
+                .unwrap()
+                .expect("stream stalled"),
+        );
     }
     let token = events.last().unwrap().token.clone();
     drop(sub);
 
     // Resume on replica 1 with the token; the load continues meanwhile.
-    let (status, sub) = Sub::open(&api_addr(c.base_port, 1), &token);
-    assert_eq!(status, 200);
-    let mut sub = sub.unwrap();
+    let mut sub = subscribe_on(&api_addr(c.base_port, 1), &token);
     std::thread::sleep(Duration::from_millis(300));
     let acked = load.stop();
     c.wait_converged(Duration::from_secs(30));
-    while let Some(e) = sub.next(Duration::from_millis(800)) {
+    while let Some(e) = sub.next(Duration::from_millis(800)).unwrap() {
         events.push(e);
     }
 
@@ -208,15 +103,14 @@ fn a_subscriber_moves_between_replicas_without_gaps_or_duplicates() {
     c.kill(2);
     c.start(2);
     c.wait_ready(Duration::from_secs(20));
-    let (status, _) = Sub::open(&api_addr(c.base_port, 2), "");
+    let status = stream_status(&api_addr(c.base_port, 2), "");
     assert_eq!(
         status, 410,
         "a replica without the history served an empty token"
     );
     // A token that covers its snapshot is served.
     let last = events.last().unwrap().token.clone();
-    let (status, _) = Sub::open(&api_addr(c.base_port, 2), &last);
-    assert_eq!(status, 200);
+    assert_eq!(stream_status(&api_addr(c.base_port, 2), &last), 200);
 }
 
 /// The SDK's subscription (`Client::subscribe`) moves on by itself when the
