@@ -253,10 +253,7 @@ async fn supervise(
             _ = int.recv() => return Ok(shutdown("SIGINT", &nodes, &mut reported, &mut exit_rx, pipes).await),
             _ = term.recv() => return Ok(shutdown("SIGTERM", &nodes, &mut reported, &mut exit_rx, pipes).await),
             Some((id, st)) = exit_rx.recv() => {
-                reported[usize::from(id)] = true;
-                alive -= 1;
-                report_exit(id, st, alive);
-                if alive == 0 {
+                if node_exited(id, st, &mut reported, &mut alive) {
                     join(pipes);
                     return Err("every node has exited".into());
                 }
@@ -270,10 +267,7 @@ async fn supervise(
             _ = int.recv() => return Ok(shutdown("SIGINT", &nodes, &mut reported, &mut exit_rx, pipes).await),
             _ = term.recv() => return Ok(shutdown("SIGTERM", &nodes, &mut reported, &mut exit_rx, pipes).await),
             Some((id, st)) = exit_rx.recv() => {
-                reported[usize::from(id)] = true;
-                alive -= 1;
-                report_exit(id, st, alive);
-                if alive == 0 {
+                if node_exited(id, st, &mut reported, &mut alive) {
                     join(pipes);
                     return Err("every node has exited".into());
                 }
@@ -360,6 +354,20 @@ fn wait_ready(nodes: &[(SocketAddr, Arc<AtomicBool>)]) -> Vec<Readiness> {
         }
         std::thread::sleep(PROBE_INTERVAL);
     }
+}
+
+/// Records an unexpected exit of node `id` and reports it; true when no
+/// node is left.
+fn node_exited(
+    id: u16,
+    st: std::io::Result<ExitStatus>,
+    reported: &mut [bool],
+    alive: &mut usize,
+) -> bool {
+    reported[usize::from(id)] = true;
+    *alive -= 1;
+    report_exit(id, st, *alive);
+    *alive == 0
 }
 
 fn report_exit(id: u16, st: std::io::Result<ExitStatus>, alive: usize) {
