@@ -126,6 +126,10 @@ pub enum Message {
         epoch: u64,
         /// (origin, n): ids `(epoch, 0..n, origin)` are committed at the sender
         committed_prefix: Vec<(NodeId, u64)>,
+        /// (origin, n): ids `(epoch, 0..n, origin)` are executed at the
+        /// sender; the minimum over all members is the stable floor of new
+        /// dependency sets (`synod_types::Deps`)
+        executed_prefix: Vec<(NodeId, u64)>,
     },
     /// replica → the owner of a contended key: "submit these commands for
     /// me" (see `Options::forward_contended`). Never forwarded again.

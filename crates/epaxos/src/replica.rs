@@ -8,9 +8,46 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use synod_executor::Executor;
 use synod_types::{
-    Access, Ballot, Batch, CmdId, Command, Deps, Key, NodeId, Payload, Phase, QuorumConfig,
+    Access, Ballot, Batch, CmdId, Command, Deps, Floor, Key, NodeId, Payload, Phase, QuorumConfig,
     SplitMix64,
 };
+
+/// An id reordered as `(epoch, origin, seq)`, so the ids of one origin form
+/// a contiguous range and the part above a [`Floor`] is one range query.
+type OriginKey = (u64, NodeId, u64);
+
+fn okey(id: CmdId) -> OriginKey {
+    (id.epoch, id.origin, id.seq)
+}
+
+fn from_okey((epoch, origin, seq): OriginKey) -> CmdId {
+    CmdId { epoch, seq, origin }
+}
+
+/// The entries of `m` that `floor` does not cover, in `(epoch, origin,
+/// seq)` order: one range query per `(epoch, origin)` present, so the cost
+/// is the number of origins plus what is returned, not the history below
+/// the floor.
+fn above_floor<'a, V>(
+    m: &'a BTreeMap<OriginKey, V>,
+    floor: &'a Floor,
+) -> impl Iterator<Item = (CmdId, &'a V)> + 'a {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let mut next: std::ops::Bound<OriginKey> = Unbounded;
+    let mut current: Option<std::collections::btree_map::Range<'a, OriginKey, V>> = None;
+    std::iter::from_fn(move || loop {
+        if let Some(r) = current.as_mut() {
+            if let Some((k, v)) = r.next() {
+                return Some((from_okey(*k), v));
+            }
+        }
+        let (&(e, o, _), _) = m.range((next, Unbounded)).next()?;
+        let start = (e, o, floor.get(e, o));
+        let end = (e, o, u64::MAX);
+        current = Some(m.range((Included(start), Included(end))));
+        next = Excluded(end);
+    })
+}
 
 /// Per-instance durable state (epaxos.md §2.1). Exactly what a `Write`
 /// persists and what a restart reads back.
@@ -124,6 +161,12 @@ pub enum Mutation {
     SingleBallot,
     /// (b) The fast quorum is one smaller than `n − e`.
     FastQuorumTooSmall,
+    /// (c) A coordinator's dependency floor is its own executed prefix
+    /// instead of the prefix every member has executed: an id a lagging
+    /// replica has not executed (or not even heard of) can then be left out
+    /// of a dependency set, and that replica may run the two in the other
+    /// order.
+    FloorFromOwnExecution,
 }
 
 /// Tunables of a replica. Time is in ticks (one [`Replica::tick`] each).
@@ -166,8 +209,10 @@ pub struct Options {
     /// Start recoveries automatically from timers. Scenario tests turn this
     /// off and call [`Replica::recover`] themselves.
     pub auto_recovery: bool,
-    /// How often a replica tells its peers which commits it holds
-    /// (`Message::Heartbeat`), so a replica that missed a Commit learns it.
+    /// How often a replica tells its peers which commits it holds and what
+    /// it has executed (`Message::Heartbeat`), so a replica that missed a
+    /// Commit learns it, and dependency floors advance (0: never; then
+    /// dependency sets list every conflicting id ever seen).
     pub heartbeat_ticks: u64,
     /// Most missing ids one heartbeat makes a replica chase; bounds the work
     /// a single message can cause.
@@ -228,6 +273,12 @@ impl Default for Options {
 pub struct Stats {
     /// Own instances submitted.
     pub submitted: u64,
+    /// Explicit ids in the initial dependency sets of own instances (those
+    /// the stable floor does not cover), summed: divided by `submitted`,
+    /// the typical size of a PreAccept's dependency list.
+    pub deps_listed: u64,
+    /// Most explicit ids in one own initial dependency set.
+    pub deps_listed_max: u64,
     /// Own instances committed on the fast path.
     pub fast_commits: u64,
     /// Own instances that took the slow path at the initial ballot.
@@ -350,15 +401,24 @@ pub struct Replica {
     /// key → ids whose batch is known here and touches the key, with the
     /// strongest access. Committed Nops are removed (they conflict with
     /// nothing that matters: Visibility only constrains non-Nop pairs).
-    key_index: DetHashMap<Key, BTreeMap<CmdId, Access>>,
+    ///
+    /// Never pruned: Validate must see every conflicting id (§4.2). Normal
+    /// dependency sets read only the part above the stable floor.
+    key_index: DetHashMap<Key, BTreeMap<OriginKey, Access>>,
     /// Ids whose current `cmd` is Nop, committed or not: Nop conflicts with
     /// every payload (epaxos.md §1.3), so every new dependency set includes
     /// them. Leaving committed Nops out is unsafe: a replica that holds the
     /// same id only as an accepted Nop still reports it as a Validate
     /// witness through its `init_cmd`, and recovery would then Nop a command
     /// that was fast-committed (scenario S03c).
-    nops: BTreeSet<CmdId>,
+    nops: BTreeMap<OriginKey, ()>,
     executor: Executor,
+    /// Per origin, the length of the prefix of its current-epoch ids that is
+    /// processed by the executor here (what `Heartbeat` advertises as
+    /// executed).
+    executed_prefix: BTreeMap<NodeId, u64>,
+    /// The highest executed prefix each peer has reported, per origin.
+    peer_executed: BTreeMap<NodeId, BTreeMap<NodeId, u64>>,
     /// Commands waiting for the next batch.
     batch: Vec<Command>,
     /// `command_bytes` of `batch`.
@@ -408,8 +468,10 @@ impl Replica {
             next_seq: 0,
             insts: BTreeMap::new(),
             key_index: DetHashMap::default(),
-            nops: BTreeSet::new(),
+            nops: BTreeMap::new(),
             executor: Executor::new(),
+            executed_prefix: BTreeMap::new(),
+            peer_executed: BTreeMap::new(),
             batch: Vec::new(),
             batch_bytes: 0,
             coords: BTreeMap::new(),
@@ -446,6 +508,7 @@ impl Replica {
         let mut r = Replica::new(me, config, options);
         r.next_seq = next_seq;
         r.executor = Executor::restore(processed.iter().copied());
+        let mut committed = Vec::new();
         for (id, rec) in records {
             if id.origin == me {
                 assert!(
@@ -454,22 +517,29 @@ impl Replica {
                 );
             }
             r.index_payload(id, None, &rec);
-            let committed = rec.phase == Phase::Committed;
-            let nop = matches!(rec.cmd, Some(Payload::Nop));
-            let dep = rec.dep.clone();
-            r.insts.insert(id, rec);
-            if committed {
+            if rec.phase == Phase::Committed {
                 if !processed.contains(&id) {
-                    let ready = r.executor.commit(id, &dep, nop);
-                    r.emit_executions(ready);
+                    committed.push(id);
                 }
             } else {
                 r.watch(id, r.opts.commit_timeout_ticks);
             }
+            r.insts.insert(id, rec);
+        }
+        // Every record is indexed before the first commit reaches the
+        // executor: expanding a floor needs to see all of them.
+        r.advance_executed();
+        for id in committed {
+            let rec = &r.insts[&id];
+            let nop = matches!(rec.cmd, Some(Payload::Nop));
+            let edges = r.exec_edges(id, rec);
+            let ready = r.executor.commit(id, &edges, nop);
+            r.emit_executions(ready);
         }
         for &o in r.config.members().to_vec().iter() {
             r.advance_prefix(o);
         }
+        r.advance_executed();
         r
     }
 
@@ -622,7 +692,8 @@ impl Replica {
             Message::Heartbeat {
                 epoch,
                 committed_prefix,
-            } => self.on_heartbeat(epoch, committed_prefix),
+                executed_prefix,
+            } => self.on_heartbeat(from, epoch, committed_prefix, executed_prefix),
             Message::Forward { cmds } => {
                 for cmd in cmds {
                     self.enqueue(cmd);
@@ -648,9 +719,11 @@ impl Replica {
                 .iter()
                 .map(|(o, n)| (*o, *n))
                 .collect();
+            let executed_prefix = self.executed_prefix.iter().map(|(o, n)| (*o, *n)).collect();
             self.send_all(&Message::Heartbeat {
                 epoch: self.config.epoch,
                 committed_prefix,
+                executed_prefix,
             });
         }
         self.finish()
@@ -775,13 +848,13 @@ impl Replica {
                             .key_index
                             .entry(k.clone())
                             .or_default()
-                            .entry(id)
+                            .entry(okey(id))
                             .or_insert(*a);
                         if *a == Access::Write {
                             *slot = Access::Write;
                         }
                     } else if let Some(m) = self.key_index.get_mut(k) {
-                        m.remove(&id);
+                        m.remove(&okey(id));
                         if m.is_empty() {
                             self.key_index.remove(k);
                         }
@@ -790,22 +863,27 @@ impl Replica {
             }
         }
         if matches!(rec.cmd, Some(Payload::Nop)) {
-            self.nops.insert(id);
+            self.nops.insert(okey(id), ());
         } else {
-            self.nops.remove(&id);
+            self.nops.remove(&okey(id));
         }
     }
 
-    /// Ids `x` in `key_index` whose batch conflicts with `batch` (by key
-    /// access), excluding `except`.
-    fn conflicting_known(&self, batch: &[Command], except: CmdId) -> BTreeSet<CmdId> {
+    /// Ids `x` in `key_index` above `floor` whose batch conflicts with
+    /// `batch` (by key access), excluding `except`.
+    fn conflicting_known(
+        &self,
+        batch: &[Command],
+        except: CmdId,
+        floor: &Floor,
+    ) -> BTreeSet<CmdId> {
         let mut out = BTreeSet::new();
         for c in batch {
             for (k, a) in &c.keys {
                 if let Some(m) = self.key_index.get(k) {
-                    for (x, xa) in m {
-                        if *x != except && (*a == Access::Write || *xa == Access::Write) {
-                            out.insert(*x);
+                    for (x, xa) in above_floor(m, floor) {
+                        if x != except && (*a == Access::Write || *xa == Access::Write) {
+                            out.insert(x);
                         }
                     }
                 }
@@ -814,15 +892,104 @@ impl Replica {
         out
     }
 
-    /// `{ x ≠ id : cmd[x] ≠ ⊥ ∧ cmd[x] ⋈ c }` (epaxos.md §3.2 step 2, §3.3).
-    fn local_deps(&self, batch: &[Command], id: CmdId) -> Deps {
-        let mut deps: Deps = self
-            .conflicting_known(batch, id)
-            .into_iter()
-            .filter(|x| self.insts.get(x).is_some_and(|r| r.cmd.is_some()))
-            .collect();
-        deps.extend(self.nops.iter().copied().filter(|x| *x != id));
+    /// `{ x ≠ id : cmd[x] ≠ ⊥ ∧ cmd[x] ⋈ c }` (epaxos.md §3.2 step 2, §3.3),
+    /// as `floor` plus the ids above it: everything the floor covers is
+    /// executed at every member (see [`Replica::stable_floor`]), so this is
+    /// the same set, without walking the history below the floor.
+    fn local_deps(&self, batch: &[Command], id: CmdId, floor: &Floor) -> Deps {
+        let mut deps = Deps::with_floor(floor.clone());
+        deps.extend(
+            self.conflicting_known(batch, id, floor)
+                .into_iter()
+                .filter(|x| self.insts.get(x).is_some_and(|r| r.cmd.is_some())),
+        );
+        deps.extend(
+            above_floor(&self.nops, floor)
+                .map(|(x, _)| x)
+                .filter(|x| *x != id),
+        );
         deps
+    }
+
+    /// The floor for a new dependency set: per origin, the prefix of its
+    /// current-epoch ids that every member has reported executing (its own
+    /// report for this replica). Each of those ids is committed and executed
+    /// here, so this replica knows every one of them (§2.5 "lossless").
+    fn stable_floor(&self) -> Floor {
+        let epoch = self.config.epoch;
+        let mut floor = Floor::new();
+        let own_only = self.opts.mutation == Some(Mutation::FloorFromOwnExecution);
+        for &o in self.config.members() {
+            let mut n = self.executed_prefix.get(&o).copied().unwrap_or(0);
+            if !own_only {
+                for &m in self.config.members() {
+                    if m != self.me {
+                        let theirs = self
+                            .peer_executed
+                            .get(&m)
+                            .and_then(|p| p.get(&o))
+                            .copied()
+                            .unwrap_or(0);
+                        n = n.min(theirs);
+                    }
+                }
+            }
+            floor.raise(epoch, o, n);
+        }
+        floor
+    }
+
+    /// The executor's edges for committed `id`: the explicit dependencies,
+    /// plus every conflicting id its floor covers that is not yet processed
+    /// here. The latter is empty in steady state (a floor only covers what
+    /// this replica reported executed) and non-empty while a restarted
+    /// replica re-executes: those ids must still run first.
+    fn exec_edges(&self, id: CmdId, rec: &InstanceRecord) -> BTreeSet<CmdId> {
+        let mut edges = rec.dep.explicit().clone();
+        let batch = match &rec.cmd {
+            Some(Payload::Op(b)) => b,
+            _ => return edges,
+        };
+        for ((epoch, origin), n) in rec.dep.floor().iter() {
+            let done = if epoch == self.config.epoch {
+                self.executed_prefix.get(&origin).copied().unwrap_or(0)
+            } else {
+                0
+            };
+            for seq in done..n {
+                let x = CmdId { epoch, seq, origin };
+                if x == id || self.executor.is_processed(x) {
+                    continue;
+                }
+                let conflicts = self.insts.get(&x).is_some_and(|r| match &r.cmd {
+                    Some(Payload::Nop) => true,
+                    Some(Payload::Op(b)) => synod_types::batches_conflict(b, batch),
+                    None => r
+                        .init_cmd
+                        .as_ref()
+                        .is_some_and(|b| synod_types::batches_conflict(b, batch)),
+                });
+                if conflicts {
+                    edges.insert(x);
+                }
+            }
+        }
+        edges
+    }
+
+    /// Advances `executed_prefix` over ids the executor has processed.
+    fn advance_executed(&mut self) {
+        let epoch = self.config.epoch;
+        for &origin in self.config.members() {
+            let n = self.executed_prefix.entry(origin).or_insert(0);
+            while self.executor.is_processed(CmdId {
+                epoch,
+                seq: *n,
+                origin,
+            }) {
+                *n += 1;
+            }
+        }
     }
 
     /// Applies a change to `id`'s record through `f`, keeping indexes in
@@ -882,9 +1049,14 @@ impl Replica {
         self.out.writes.push(Write::NextSeq(self.next_seq));
         self.stats.submitted += 1;
         // Steps 2–3: D0 and the own PreAccept, in one atomic step (§1.5).
-        let d0 = self.local_deps(&batch, id);
+        let floor = self.stable_floor();
+        let d0 = self.local_deps(&batch, id, &floor);
+        let listed = d0.explicit().len() as u64;
+        self.stats.deps_listed += listed;
+        self.stats.deps_listed_max = self.stats.deps_listed_max.max(listed);
         assert!(!self.insts.contains_key(&id), "I21: id {id:?} reused");
         let concurrent: Vec<CmdId> = d0
+            .explicit()
             .iter()
             .copied()
             .filter(|x| {
@@ -952,12 +1124,14 @@ impl Replica {
                 return;
             }
         }
-        let mut d = self.local_deps(&cmd, id);
-        d.extend(dep.iter().copied());
+        // The coordinator's floor, and what this replica knows above it.
+        let mut d = self.local_deps(&cmd, id, dep.floor());
+        d.union_with(&dep);
         d.remove(&id);
         // Another origin's command races one of ours on a shared key: that
         // key is contended (see `Options::forward_contended`).
         let racing: Vec<CmdId> = d
+            .explicit()
             .iter()
             .copied()
             .filter(|x| x.origin == self.me && self.coords.contains_key(x))
@@ -1026,11 +1200,15 @@ impl Replica {
             // SLOW: Accept(initial) with the union of the replies.
             let mut d: Deps = Deps::new();
             for dq in coord.replies.values() {
-                d.extend(dq.iter().copied());
+                d.union_with(dq);
             }
             d.remove(&id);
             let batch = rec.init_cmd.clone().expect("origin knows its batch");
-            let extra: Vec<CmdId> = d.difference(&rec.init_dep).copied().collect();
+            let extra: Vec<CmdId> = d
+                .explicit()
+                .difference(rec.init_dep.explicit())
+                .copied()
+                .collect();
             self.mark_contended(&batch, &extra);
             self.coords.remove(&id);
             self.stats.slow_paths += 1;
@@ -1212,11 +1390,13 @@ impl Replica {
                 self.out.aborted.push(Aborted { id, batch });
             }
         }
-        let ready = self.executor.commit(id, &dep, nop);
+        let edges = self.exec_edges(id, &self.insts[&id]);
+        let ready = self.executor.commit(id, &edges, nop);
         self.emit_executions(ready);
         if id.epoch == self.config.epoch {
             self.advance_prefix(id.origin);
         }
+        self.advance_executed();
     }
 
     fn advance_prefix(&mut self, origin: NodeId) {
@@ -1237,9 +1417,24 @@ impl Replica {
 
     /// Anti-entropy: chase every id a peer has committed that is not
     /// committed here (at most `heartbeat_chase_max` per message).
-    fn on_heartbeat(&mut self, epoch: u64, prefix: Vec<(NodeId, u64)>) {
-        if epoch != self.config.epoch {
+    /// Also records what the peer has executed, which moves the stable
+    /// floor of new dependency sets.
+    fn on_heartbeat(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        prefix: Vec<(NodeId, u64)>,
+        executed: Vec<(NodeId, u64)>,
+    ) {
+        if epoch != self.config.epoch || !self.config.contains(from) {
             return;
+        }
+        let reported = self.peer_executed.entry(from).or_default();
+        for (origin, n) in executed {
+            if self.config.contains(origin) {
+                let v = reported.entry(origin).or_insert(0);
+                *v = (*v).max(n);
+            }
         }
         let mut budget = self.opts.heartbeat_chase_max;
         for (origin, theirs) in prefix {
@@ -1493,7 +1688,8 @@ impl Replica {
     /// not fast-committed.
     fn validate_conflicts(&self, id: CmdId, c: &[Command], d: &Deps) -> Vec<(CmdId, Phase)> {
         let mut out = Vec::new();
-        for x in self.conflicting_known(c, id) {
+        // Ids under `d`'s floor are in `d`: skipping them skips nothing.
+        for x in self.conflicting_known(c, id, d.floor()) {
             if d.contains(&x) {
                 continue;
             }

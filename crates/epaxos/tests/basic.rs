@@ -236,3 +236,46 @@ fn batches_are_split_by_bytes() {
         "batches of 400-byte commands under a 1000-byte limit"
     );
 }
+
+/// §2.5: with heartbeats, each new dependency set of a hot key lists only
+/// what is not yet executed everywhere; the rest is its stable floor. With
+/// heartbeats off (no floor) every instance lists the key's whole history.
+/// Execution order stays identical on every replica either way.
+#[test]
+fn a_hot_keys_dependency_lists_stay_bounded() {
+    const ROUNDS: u64 = 300;
+    let run = |heartbeat_ticks: u64| {
+        let opts = Options {
+            heartbeat_ticks,
+            ..Options::default()
+        };
+        let mut net = Net::new(3, opts);
+        for i in 0..ROUNDS {
+            net.propose((i % 3) as u16, "hot");
+            net.run(|_, _| false);
+            net.ticks(1);
+        }
+        net.ticks(20);
+        let orders: Vec<_> = net.executed.values().cloned().collect();
+        assert_eq!(orders.len(), 3);
+        assert!(orders
+            .iter()
+            .all(|o| o.len() == ROUNDS as usize && *o == orders[0]));
+        let listed: u64 = net.replicas.iter().map(|r| r.stats().deps_listed).sum();
+        let max = net
+            .replicas
+            .iter()
+            .map(|r| r.stats().deps_listed_max)
+            .max()
+            .unwrap();
+        (listed, max)
+    };
+    let (with_floor, max_with_floor) = run(2);
+    let (without, max_without) = run(0);
+    // Without a floor instance i lists all i earlier ones.
+    assert_eq!(without, ROUNDS * (ROUNDS - 1) / 2);
+    assert_eq!(max_without, ROUNDS - 1);
+    // With heartbeats every 2 ticks, a handful.
+    assert!(max_with_floor <= 10, "max listed {max_with_floor}");
+    assert!(with_floor <= ROUNDS * 10, "listed {with_floor}");
+}

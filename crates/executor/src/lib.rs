@@ -70,7 +70,10 @@
 //!   persisted set, then commit every committed instance that is **not**
 //!   processed (in any order). Committing a processed or already committed id
 //!   panics: it would be the #27 "shifting sands" bug (epaxos.md §5.3).
-//! * `deps` must be the committed (agreed) dependency set, unchanged.
+//! * `deps` must be the explicit ids of the committed (agreed) dependency
+//!   set, unchanged, plus every id its floor covers that is not processed
+//!   here (`synod_types::Deps`; the replica expands the floor, which is
+//!   empty of unprocessed ids except while re-executing after a restart).
 //! * [`Executor::blocked_on`] is the set of uncommitted ids the pending ids
 //!   wait on; the core arms `T_exec` and recovers them (epaxos.md §4.1).
 //! * Processed ids are remembered forever; metadata GC is an open question
@@ -79,7 +82,7 @@
 #![deny(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use synod_types::{CmdId, Deps};
+use synod_types::CmdId;
 
 /// Identifies a group of parked ids. It is the blocker the group was created
 /// for, which is unique: an id is a blocker only while it is uncommitted, and
@@ -199,13 +202,13 @@ impl Executor {
         }
     }
 
-    /// Reports that `id` is committed locally with dependencies `deps`;
+    /// Reports that `id` is committed locally with dependency edges `deps`;
     /// `nop` is true when the committed payload is Nop. Committing the same id
     /// twice is a caller bug (panics).
     ///
     /// Returns the ids that became executable because of this commit, in
     /// execution order, Nops excluded.
-    pub fn commit(&mut self, id: CmdId, deps: &Deps, nop: bool) -> Vec<CmdId> {
+    pub fn commit(&mut self, id: CmdId, deps: &BTreeSet<CmdId>, nop: bool) -> Vec<CmdId> {
         assert!(
             !self.processed.contains(&id),
             "executor: commit of {id:?}, which is already processed \
@@ -561,7 +564,7 @@ mod tests {
         }
     }
 
-    fn deps(ds: &[u64]) -> Deps {
+    fn deps(ds: &[u64]) -> BTreeSet<CmdId> {
         ds.iter().map(|&s| id(s)).collect()
     }
 
@@ -870,7 +873,7 @@ mod tests {
 
     struct Graph {
         ids: Vec<CmdId>,
-        deps: BTreeMap<CmdId, Deps>,
+        deps: BTreeMap<CmdId, BTreeSet<CmdId>>,
         nop: BTreeMap<CmdId, bool>,
         conflicts: Vec<(CmdId, CmdId)>,
     }
@@ -891,7 +894,8 @@ mod tests {
         ids.sort();
         let key_of: Vec<u64> = ids.iter().map(|_| rng.below(keys)).collect();
         let nop: BTreeMap<CmdId, bool> = ids.iter().map(|x| (*x, rng.chance(10))).collect();
-        let mut deps: BTreeMap<CmdId, Deps> = ids.iter().map(|x| (*x, Deps::new())).collect();
+        let mut deps: BTreeMap<CmdId, BTreeSet<CmdId>> =
+            ids.iter().map(|x| (*x, BTreeSet::new())).collect();
         let mut conflicts = Vec::new();
         for i in 0..n {
             for j in i + 1..n {
@@ -932,7 +936,7 @@ mod tests {
 
     /// Ids reachable from `x` (including `x`) over all edges, committed or
     /// not; uncommitted ids have no known edges.
-    fn reach(deps: &BTreeMap<CmdId, Deps>, x: CmdId) -> BTreeSet<CmdId> {
+    fn reach(deps: &BTreeMap<CmdId, BTreeSet<CmdId>>, x: CmdId) -> BTreeSet<CmdId> {
         let mut seen = BTreeSet::from([x]);
         let mut todo = vec![x];
         while let Some(y) = todo.pop() {
@@ -952,7 +956,7 @@ mod tests {
     /// each returned id comes after its deps unless they share an SCC (I16).
     fn replay(g: &Graph, order: &[CmdId], seed: u64) -> Vec<CmdId> {
         let mut ex = Executor::new();
-        let mut committed: BTreeMap<CmdId, Deps> = BTreeMap::new();
+        let mut committed: BTreeMap<CmdId, BTreeSet<CmdId>> = BTreeMap::new();
         let mut exec: Vec<CmdId> = Vec::new();
         for &x in order {
             committed.insert(x, g.deps[&x].clone());

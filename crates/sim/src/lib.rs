@@ -120,6 +120,7 @@ pub fn parse_mutation(s: &str) -> Option<Mutation> {
     match s {
         "single-ballot" => Some(Mutation::SingleBallot),
         "fast-quorum-too-small" => Some(Mutation::FastQuorumTooSmall),
+        "floor-from-own-execution" => Some(Mutation::FloorFromOwnExecution),
         _ => None,
     }
 }
@@ -129,6 +130,7 @@ pub fn mutation_name(m: Mutation) -> &'static str {
     match m {
         Mutation::SingleBallot => "single-ballot",
         Mutation::FastQuorumTooSmall => "fast-quorum-too-small",
+        Mutation::FloorFromOwnExecution => "floor-from-own-execution",
     }
 }
 
@@ -484,6 +486,10 @@ pub struct RunReport {
     pub faults: FaultCounts,
     /// Σ `stats.submitted` over replicas (own instances submitted).
     pub submitted: u64,
+    /// Σ `stats.deps_listed` (explicit ids in initial dependency sets).
+    pub deps_listed: u64,
+    /// Max `stats.deps_listed_max`.
+    pub deps_listed_max: u64,
     /// Σ `stats.fast_commits`.
     pub fast_commits: u64,
     /// Σ `stats.slow_paths`.

@@ -35,7 +35,8 @@ usage: synod-sim [options]
                             per-chaos-round probabilities (override the profile)
   --thrifty                 thrifty mode of the core
   --no-forward              do not route contended keys to their owner replica
-  --mutation NAME           broken core: single-ballot | fast-quorum-too-small
+  --mutation NAME           broken core: single-ballot | fast-quorum-too-small |
+                            floor-from-own-execution
   --release-before-durable  broken harness: release outputs before their fsync
   --disable NAME            ignore violations of an invariant (repeatable)
   --trace-lines N           trace lines kept for a report (default 200; --seed keeps all)
@@ -170,6 +171,8 @@ struct Totals {
     steps: u64,
     faults: FaultCounts,
     submitted: u64,
+    deps_listed: u64,
+    deps_listed_max: u64,
     fast: u64,
     slow: u64,
     recoveries: u64,
@@ -189,6 +192,8 @@ impl Totals {
         self.steps += r.steps;
         self.faults.add(&r.faults);
         self.submitted += r.submitted;
+        self.deps_listed += r.deps_listed;
+        self.deps_listed_max = self.deps_listed_max.max(r.deps_listed_max);
         self.fast += r.fast_commits;
         self.slow += r.slow_paths;
         self.recoveries += r.recoveries;
@@ -299,7 +304,7 @@ fn main() -> ExitCode {
     println!(
         "instances submitted {}; fast-path ratio {:.4}; slow paths {}; recoveries {}; nops {}; \
          commands executed {}; requests answered {}, indeterminate {}; max pending execution {}; \
-         max recovery round {}",
+         max recovery round {}; dependency ids listed per instance: mean {:.1}, max {}",
         t.submitted,
         ratio,
         t.slow,
@@ -309,7 +314,9 @@ fn main() -> ExitCode {
         t.answered,
         t.indeterminate,
         t.max_pending,
-        t.max_round
+        t.max_round,
+        t.deps_listed as f64 / t.submitted.max(1) as f64,
+        t.deps_listed_max
     );
     if t.violations.is_empty() {
         println!("0 violations");

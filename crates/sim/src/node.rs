@@ -37,6 +37,9 @@ pub struct Durable {
     pub app: StateMachine,
     /// Execution order at this replica (`exec_p` of epaxos.md §6).
     pub exec_log: Vec<CmdId>,
+    /// Per `(epoch, origin)`, a prefix of ids known to be [`Durable::is_done`]
+    /// (a cache for [`Durable::done_prefix`]; done is permanent).
+    done_prefix: std::cell::RefCell<BTreeMap<(u64, NodeId), u64>>,
 }
 
 impl Durable {
@@ -61,6 +64,22 @@ impl Durable {
             }
         }
         p
+    }
+
+    /// The length of the prefix of `(epoch, origin)`'s ids that are all
+    /// [`Durable::is_done`] here. Lets the checkers skip, in a dependency
+    /// floor, the ids that are settled, without walking the history.
+    pub fn done_prefix(&self, epoch: u64, origin: NodeId) -> u64 {
+        let mut cache = self.done_prefix.borrow_mut();
+        let n = cache.entry((epoch, origin)).or_insert(0);
+        while self.is_done(CmdId {
+            epoch,
+            seq: *n,
+            origin,
+        }) {
+            *n += 1;
+        }
+        *n
     }
 
     /// True if `id` is committed durably and processed here.

@@ -80,6 +80,8 @@ pub(crate) struct Sim {
 
 fn add_stats(acc: &mut Stats, s: &Stats) {
     acc.submitted += s.submitted;
+    acc.deps_listed += s.deps_listed;
+    acc.deps_listed_max = acc.deps_listed_max.max(s.deps_listed_max);
     acc.fast_commits += s.fast_commits;
     acc.slow_paths += s.slow_paths;
     acc.recoveries += s.recoveries;
@@ -93,14 +95,18 @@ struct ShowDeps<'a>(&'a synod_types::Deps, bool);
 impl std::fmt::Debug for ShowDeps<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ShowDeps(d, verbose) = *self;
-        if verbose || d.len() <= 6 {
+        let ids = d.explicit();
+        if verbose || ids.len() <= 6 {
             write!(f, "{d:?}")
         } else {
-            let last: Vec<_> = d.iter().rev().take(3).collect();
+            if !d.floor().is_empty() {
+                write!(f, "{:?} ∪ ", d.floor())?;
+            }
+            let last: Vec<_> = ids.iter().rev().take(3).collect();
             write!(
                 f,
                 "{{{} ids … {:?}, {:?}, {:?}}}",
-                d.len(),
+                ids.len(),
                 last[2],
                 last[1],
                 last[0]
@@ -169,7 +175,10 @@ fn describe(msg: &Message, verbose: bool) -> String {
         Message::Heartbeat {
             epoch,
             committed_prefix,
-        } => format!("Heartbeat e{epoch} {committed_prefix:?}"),
+            executed_prefix,
+        } => format!(
+            "Heartbeat e{epoch} committed {committed_prefix:?} executed {executed_prefix:?}"
+        ),
         Message::Forward { cmds } => {
             let reqs: Vec<String> = cmds
                 .iter()
@@ -371,6 +380,8 @@ impl Sim {
             end_time: self.now(),
             faults: self.net.counts.clone(),
             submitted: stats.submitted,
+            deps_listed: stats.deps_listed,
+            deps_listed_max: stats.deps_listed_max,
             fast_commits: stats.fast_commits,
             slow_paths: stats.slow_paths,
             recoveries: stats.recoveries,

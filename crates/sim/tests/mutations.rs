@@ -10,6 +10,9 @@
 //! - (c) `release_before_durable`: the harness releases messages,
 //!   executions and replies before the output's writes are durable
 //!   (efficient/epaxos#28). Needs crashes (`crashy`).
+//! - (d) `Mutation::FloorFromOwnExecution`: a coordinator's dependency floor
+//!   (`synod_types::Deps`) is what it executed itself, not what every member
+//!   executed. Needs a replica that lags (loss, partitions: `default`).
 //!
 //! For each variant, one test with every invariant on (the most direct
 //! checker fires first) and one with the direct checkers disabled, showing
@@ -104,4 +107,28 @@ fn c_release_before_durable_is_caught_without_the_durability_checkers() {
     });
     let inv = r.violation.unwrap().invariant;
     assert!(inv != "I4 Commit soundness" && inv != "I20 Durability");
+}
+
+#[test]
+fn d_floor_from_own_execution_is_caught() {
+    first_violation(|seed| SimConfig {
+        mutation: Some(Mutation::FloorFromOwnExecution),
+        ..base(seed, Profile::Default, 3, 0.5)
+    });
+}
+
+/// Without the checkers that expand floors (I15, I16), the replicas'
+/// per-key orders diverge (I17) or a later check fails.
+#[test]
+fn d_floor_from_own_execution_is_caught_without_the_floor_checkers() {
+    let r = first_violation(|seed| SimConfig {
+        mutation: Some(Mutation::FloorFromOwnExecution),
+        disabled_invariants: vec![
+            "I15 No execution before commit",
+            "I16 Execution well-formedness",
+        ],
+        ..base(seed, Profile::Default, 3, 0.5)
+    });
+    let inv = r.violation.unwrap().invariant;
+    assert!(inv != "I15 No execution before commit" && inv != "I16 Execution well-formedness");
 }

@@ -432,8 +432,12 @@ impl Run {
     }
 
     fn show_deps(&self, d: &Deps) -> String {
-        let names: Vec<String> = d.iter().map(|x| self.name_of(*x)).collect();
-        format!("{{{}}}", names.join(","))
+        let names: Vec<String> = d.explicit().iter().map(|x| self.name_of(*x)).collect();
+        if d.floor().is_empty() {
+            format!("{{{}}}", names.join(","))
+        } else {
+            format!("{:?} ∪ {{{}}}", d.floor(), names.join(","))
+        }
     }
 
     fn show_msg(&self, h: &Held) -> String {

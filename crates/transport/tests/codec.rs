@@ -3,14 +3,13 @@
 //! R9: "peer-message decoders fuzzed").
 
 use proptest::prelude::*;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use synod_epaxos::Message;
 use synod_transport::codec::{
     check_frame_len, decode_frame, encode_frame, split_frame, CodecError, FrameBuilder, Hello,
     FRAME_HEADER_LEN, HELLO_LEN, MAGIC, VERSION,
 };
-use synod_types::{Access, Ballot, CmdId, Command, Payload, Phase};
+use synod_types::{Access, Ballot, CmdId, Command, Deps, Floor, Payload, Phase};
 
 const MAX: u32 = 16 << 20;
 
@@ -41,7 +40,11 @@ fn sample_messages() -> Vec<Message> {
         command("inventory/sku-42", b"{\"op\":\"put\"}", 1),
         command("k2", &[0u8; 300], 2),
     ]);
-    let dep: BTreeSet<CmdId> = [id(1, 0), id(2, 1), id(9, 2)].into_iter().collect();
+    let mut floor = Floor::new();
+    floor.raise(3, 0, 1_000);
+    floor.raise(3, 2, 17);
+    let mut dep = Deps::with_floor(floor);
+    dep.extend([id(1, 0), id(2, 1), id(9, 2)]);
     let ballot = Ballot {
         epoch: 3,
         round: 2,
@@ -67,7 +70,7 @@ fn sample_messages() -> Vec<Message> {
             ballot,
             id: id(11, 2),
             payload: Payload::Nop,
-            dep: BTreeSet::new(),
+            dep: Deps::new(),
         },
         Message::RecoverOk {
             ballot,
@@ -75,7 +78,7 @@ fn sample_messages() -> Vec<Message> {
             abal: Ballot::initial(id(12, 1)),
             cmd: None,
             dep: dep.clone(),
-            init_dep: BTreeSet::new(),
+            init_dep: Deps::new(),
             phase: Phase::PreAccepted,
         },
         Message::ValidateOk {
@@ -86,6 +89,7 @@ fn sample_messages() -> Vec<Message> {
         Message::Heartbeat {
             epoch: 3,
             committed_prefix: vec![(0, 100), (1, 7), (2, u64::MAX)],
+            executed_prefix: vec![(0, 99), (2, 3)],
         },
         Message::Forward {
             cmds: vec![command("hot", b"x", 9)],
@@ -287,7 +291,11 @@ proptest! {
     fn builder_matches_encode_frame(prefixes in proptest::collection::vec(proptest::collection::vec((any::<u16>(), any::<u64>()), 0..4), 0..300)) {
         let msgs: Vec<Message> = prefixes
             .into_iter()
-            .map(|committed_prefix| Message::Heartbeat { epoch: 1, committed_prefix })
+            .map(|committed_prefix| Message::Heartbeat {
+                epoch: 1,
+                executed_prefix: committed_prefix.clone(),
+                committed_prefix,
+            })
             .collect();
         let mut expected = Vec::new();
         encode_frame(&msgs, MAX, &mut expected).unwrap();

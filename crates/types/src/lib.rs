@@ -8,13 +8,15 @@
 #![deny(missing_docs)]
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
 /// A replica's identity within a cluster. Stable for the replica's lifetime;
 /// a replica that lost its disk must come back under a new id (epaxos.md §1.1).
 pub type NodeId = u16;
+
+mod deps;
+pub use deps::{Deps, Floor};
 
 /// A conflict key such as `inventory/sku-42`.
 pub type Key = Arc<str>;
@@ -157,10 +159,6 @@ pub fn payloads_conflict(a: &Payload, b: &Payload) -> bool {
         (Payload::Op(x), Payload::Op(y)) => batches_conflict(x, y),
     }
 }
-
-/// A dependency set. A `BTreeSet` so iteration order never leaks hashing
-/// into execution (epaxos.md §5.3).
-pub type Deps = BTreeSet<CmdId>;
 
 /// Instance phase; ordered `Initial < PreAccepted < Accepted < Committed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

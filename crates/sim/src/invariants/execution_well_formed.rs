@@ -22,7 +22,13 @@ use synod_types::{CmdId, Payload, Phase};
 pub const NAME: &str = "I16 Execution well-formedness";
 
 /// True if `from` reaches `to` through deps, staying inside `within`.
-fn reaches(replica: &Replica, from: CmdId, to: CmdId, within: &HashSet<CmdId>) -> bool {
+fn reaches(
+    node: &SimNode,
+    replica: &Replica,
+    from: CmdId,
+    to: CmdId,
+    within: &HashSet<CmdId>,
+) -> bool {
     let mut stack = vec![from];
     let mut seen = HashSet::default();
     while let Some(x) = stack.pop() {
@@ -33,7 +39,13 @@ fn reaches(replica: &Replica, from: CmdId, to: CmdId, within: &HashSet<CmdId>) -
             continue;
         }
         if let Some(r) = replica.instance(x) {
-            stack.extend(r.dep.iter().filter(|d| within.contains(d)).copied());
+            let deps = super::effective_deps(
+                r,
+                |d| replica.instance(*d),
+                |e, o| node.durable.done_prefix(e, o),
+            )
+            .unwrap_or_default();
+            stack.extend(deps.into_iter().filter(|d| within.contains(d)));
         }
     }
     false
@@ -67,7 +79,21 @@ pub fn on_output(node: &SimNode, replica: &Replica, out: &Output) -> Check {
                 super::show_payload(&rec.cmd)
             )
         })?;
-        for d in &rec.dep {
+        let deps = match super::effective_deps(
+            rec,
+            |d| replica.instance(*d),
+            |e, o| node.durable.done_prefix(e, o),
+        ) {
+            Ok(d) => d,
+            Err(d) => {
+                return ensure(false, NAME, || {
+                    format!(
+                        "n{me} executes {x:?} whose dependency floor covers {d:?}, unknown there"
+                    )
+                })
+            }
+        };
+        for d in &deps {
             let Some(dr) = replica.instance(*d) else {
                 continue; // I15 reports it
             };
@@ -80,12 +106,16 @@ pub fn on_output(node: &SimNode, replica: &Replica, out: &Output) -> Check {
             match in_out.get(d) {
                 Some(j) if *j < i => {}
                 Some(_) => {
-                    ensure(*d > x && reaches(replica, *d, x, &batch_ids), NAME, || {
-                        format!(
+                    ensure(
+                        *d > x && reaches(node, replica, *d, x, &batch_ids),
+                        NAME,
+                        || {
+                            format!(
                             "n{me} executes {x:?} before its dependency {d:?}, which is not in its SCC \
                              or orders before it by CmdId"
                         )
-                    })?;
+                        },
+                    )?;
                 }
                 None => {
                     ensure(false, NAME, || {
@@ -123,10 +153,10 @@ fn components(node: &SimNode) -> HashMap<CmdId, usize> {
             recs.get(&x)
                 .filter(|r| r.phase == Phase::Committed)
                 .map(|r| {
-                    r.dep
-                        .iter()
+                    super::effective_deps(r, |d| recs.get(d), |e, o| node.durable.done_prefix(e, o))
+                        .unwrap_or_default()
+                        .into_iter()
                         .filter(|d| recs.get(d).is_some_and(|r| r.phase == Phase::Committed))
-                        .copied()
                         .collect()
                 })
                 .unwrap_or_default()
@@ -198,7 +228,22 @@ pub fn final_check(nodes: &[SimNode]) -> Check {
                 NAME,
                 || format!("n{me}: executed {x:?} is not a committed non-Nop"),
             )?;
-            for d in &rec.expect("checked").dep {
+            // Floors are checked where it matters, as each output is
+            // produced (`on_output`): by the end every id a floor covers is
+            // done, so only the explicit ids remain to order here.
+            let deps = match super::effective_deps(
+                rec.expect("checked"),
+                |d| node.durable.records.get(d),
+                |e, o| node.durable.done_prefix(e, o),
+            ) {
+                Ok(d) => d,
+                Err(d) => {
+                    return ensure(false, NAME, || {
+                        format!("n{me}: the dependency floor of {x:?} covers {d:?}, unknown there")
+                    })
+                }
+            };
+            for d in &deps {
                 let Some(dr) = node.durable.records.get(d) else {
                     return ensure(false, NAME, || {
                         format!("n{me}: dependency {d:?} of {x:?} unknown")

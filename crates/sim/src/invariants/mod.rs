@@ -194,6 +194,42 @@ pub fn fingerprint(payload: &Payload, dep: &Deps) -> u64 {
     h.finish()
 }
 
+/// The dependencies execution must respect for committed `rec`: its
+/// explicit ids and every id its floor covers that conflicts with it (a
+/// Nop conflicts with everything), judged from `lookup` (the node's own
+/// records). Ids below `settled(epoch, origin)` are left out: the caller
+/// knows them committed and processed before anything it checks now.
+/// `Err(x)` when the floor covers an id `x` the node has no record of: a
+/// floor may only cover ids every member executed, so the node must know
+/// each one (epaxos.md §2.5 "lossless").
+pub fn effective_deps<'a>(
+    rec: &InstanceRecord,
+    lookup: impl Fn(&CmdId) -> Option<&'a InstanceRecord>,
+    settled: impl Fn(u64, NodeId) -> u64,
+) -> Result<Vec<CmdId>, CmdId> {
+    let mut out: Vec<CmdId> = rec.dep.explicit().iter().copied().collect();
+    let Some(Payload::Op(batch)) = &rec.cmd else {
+        return Ok(out);
+    };
+    for ((epoch, origin), n) in rec.dep.floor().iter() {
+        for seq in settled(epoch, origin).min(n)..n {
+            let x = CmdId { epoch, seq, origin };
+            let Some(xr) = lookup(&x) else {
+                return Err(x);
+            };
+            let conflicts = match &xr.cmd {
+                Some(Payload::Nop) => true,
+                Some(Payload::Op(b)) => synod_types::batches_conflict(b, batch),
+                None => false,
+            };
+            if conflicts {
+                out.push(x);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The keys of a batch with the strongest access per key, sorted.
 pub fn keys_of(batch: &[Command]) -> Vec<(Key, Access)> {
     let mut m: BTreeMap<&Key, Access> = BTreeMap::new();
@@ -372,7 +408,7 @@ impl Checker {
         if !out.executions.is_empty() {
             keep!(
                 self,
-                no_execution_before_commit::on_output(replica, me, out)
+                no_execution_before_commit::on_output(node, replica, me, out)
             );
             keep!(self, execution_well_formed::on_output(node, replica, out));
         }

@@ -8,6 +8,7 @@
 //! in its turn; one never executed is caught by I16.
 
 use super::{ensure, Check};
+use crate::node::SimNode;
 use synod_epaxos::{Output, Replica};
 use synod_types::{NodeId, Phase};
 
@@ -15,7 +16,7 @@ use synod_types::{NodeId, Phase};
 pub const NAME: &str = "I15 No execution before commit";
 
 /// `me` produced `out` (state after the step: `replica`).
-pub fn on_output(replica: &Replica, me: NodeId, out: &Output) -> Check {
+pub fn on_output(node: &SimNode, replica: &Replica, me: NodeId, out: &Output) -> Check {
     for ex in &out.executions {
         let rec = replica.instance(ex.id);
         ensure(
@@ -23,7 +24,23 @@ pub fn on_output(replica: &Replica, me: NodeId, out: &Output) -> Check {
             NAME,
             || format!("n{me} executes {:?} which is not committed there", ex.id),
         )?;
-        for d in &rec.expect("checked").dep {
+        let deps = super::effective_deps(
+            rec.expect("checked"),
+            |x| replica.instance(*x),
+            |e, o| node.durable.done_prefix(e, o),
+        );
+        let deps = match deps {
+            Ok(d) => d,
+            Err(x) => {
+                return ensure(false, NAME, || {
+                    format!(
+                        "n{me} executes {:?} whose dependency floor covers {x:?}, unknown there",
+                        ex.id
+                    )
+                })
+            }
+        };
+        for d in &deps {
             let committed = replica
                 .instance(*d)
                 .is_some_and(|r| r.phase == Phase::Committed);
