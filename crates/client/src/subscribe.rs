@@ -28,7 +28,9 @@ struct Conn {
     r: BufReader<TcpStream>,
     chunked: bool,
     left_in_chunk: usize,
-    text: String,
+    /// Bytes of the body not yet parsed into events. Kept as bytes: a read
+    /// may end inside a multi-byte UTF-8 character.
+    text: Vec<u8>,
 }
 
 /// A subscription that survives replica failures. See the module docs.
@@ -93,9 +95,29 @@ impl Subscription {
                         return Ok(None);
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     // The replica went away: resume elsewhere with the token.
+                    // A replica that accepts and hangs up at once (it is
+                    // stopping) counts as a failed attempt, so this neither
+                    // spins nor outlives `wait` for long.
                     self.conn = None;
+                    failures += 1;
+                    if failures >= MAX_RECONNECTS.max(self.endpoints.len()) {
+                        return Err(ClientError::AllEndpointsFailed {
+                            last: Box::new(ClientError::Io {
+                                endpoint: self.endpoints[(self.next_endpoint
+                                    + self.endpoints.len()
+                                    - 1)
+                                    % self.endpoints.len()]
+                                .clone(),
+                                source: e,
+                            }),
+                        });
+                    }
+                    if Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(POLL.min(deadline - Instant::now()));
                 }
             }
         }
@@ -162,7 +184,7 @@ impl Subscription {
             r,
             chunked,
             left_in_chunk: 0,
-            text: String::new(),
+            text: Vec::new(),
         })
     }
 
@@ -205,7 +227,7 @@ impl Subscription {
                 if c.chunked {
                     c.left_in_chunk -= n;
                 }
-                c.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                c.text.extend_from_slice(&buf[..n]);
                 Ok(Fill::Data)
             }
             Err(e) if is_timeout(&e) => Ok(Fill::Idle),
@@ -218,8 +240,10 @@ impl Subscription {
         let Some(c) = self.conn.as_mut() else {
             return Ok(None);
         };
-        while let Some(end) = c.text.find("\n\n") {
-            let block: String = c.text[..end].to_string();
+        while let Some(end) = c.text.windows(2).position(|w| w == b"\n\n") {
+            // A whole event: it ends at an ASCII boundary, so it holds
+            // whole characters.
+            let block = String::from_utf8_lossy(&c.text[..end]).into_owned();
             c.text.drain(..end + 2);
             let mut event = "";
             let mut data = String::new();
@@ -245,4 +269,93 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::LogCommand;
+    use std::net::TcpListener;
+    use synod_types::CmdId;
+
+    fn event(seq: u64, key: &str) -> StreamEvent {
+        StreamEvent {
+            instance: CmdId {
+                epoch: 0,
+                seq,
+                origin: Default::default(),
+            },
+            commands: vec![LogCommand {
+                client: 1,
+                request: seq,
+                keys: vec![key.to_string()],
+                applied: true,
+            }],
+            token: format!("t{seq}"),
+        }
+    }
+
+    /// An event whose bytes arrive in two reads split inside a multi-byte
+    /// character is decoded intact.
+    #[test]
+    fn a_character_split_across_reads_survives() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let ev = event(1, "clé/été");
+        let text = format!(
+            "event: decision\ndata: {}\n\n",
+            serde_json::to_string(&ev).unwrap()
+        );
+        let cut = text.find('é').unwrap() + 1; // inside the 2-byte 'é'
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+                .unwrap();
+            s.write_all(&text.as_bytes()[..cut]).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            s.write_all(&text.as_bytes()[cut..]).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let mut sub = Subscription::new(vec![addr], "", Duration::from_secs(1));
+        let got = sub.next(Duration::from_secs(5)).unwrap().expect("an event");
+        assert_eq!(got, ev);
+        assert_eq!(sub.token(), "t1");
+        server.join().unwrap();
+    }
+
+    /// Replicas that accept the stream and hang up at once: `next` neither
+    /// spins nor overstays its wait by much; it ends in an error after
+    /// MAX_RECONNECTS failures at the latest.
+    #[test]
+    fn replicas_that_hang_up_at_once_do_not_make_next_spin() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a2 = accepted.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                a2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut req = [0u8; 1024];
+                let _ = s.read(&mut req);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n");
+            }
+        });
+        let mut sub = Subscription::new(vec![addr], "", Duration::from_secs(1));
+        let t0 = Instant::now();
+        let r = sub.next(Duration::from_millis(350));
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(n <= 6, "{n} connections in 350 ms: spinning");
+        let r = sub.next(Duration::from_secs(30));
+        assert!(
+            matches!(r, Err(ClientError::AllEndpointsFailed { .. })),
+            "{r:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
 }
