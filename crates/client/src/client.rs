@@ -1,12 +1,15 @@
 //! A small blocking client for a Synod cluster's HTTP/JSON API, with
 //! failover between replicas.
 //!
-//! Each call opens one TCP connection (`Connection: close`), so there is no
-//! pool to manage and a call's timeouts are the socket's. Calls try the
+//! Each call of [`Client`] opens one TCP connection (`Connection: close`),
+//! so there is no pool to manage and a call's timeouts are the socket's.
+//! ([`crate::Session`] and [`crate::Pipeline`] keep one connection per
+//! thread alive instead: they send many requests in a row.) Calls try the
 //! endpoints in order, starting from the last one that answered; they move
-//! to the next endpoint only when the current one cannot be reached or
-//! answers with a *retryable* 5xx ([`ClientError::is_failover`]), never on
-//! a 4xx (the request itself is wrong; another replica would say the same).
+//! to the next endpoint only when the current one cannot be reached, is
+//! overloaded (429) or answers with a *retryable* 5xx
+//! ([`ClientError::is_failover`]), never on another 4xx (the request itself
+//! is wrong; another replica would say the same).
 
 use crate::http::{self, ParseError, Response};
 use crate::wire::{
@@ -14,7 +17,7 @@ use crate::wire::{
 };
 use serde::de::DeserializeOwned;
 use std::fmt;
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -32,11 +35,6 @@ pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 /// bounds by `limits.propose_timeout_ms` (default 10 s); 15 s leaves room for
 /// the server to answer its own `timeout` error before the client gives up.
 pub const READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(15);
-
-/// `ErrorBody.code`s of retryable errors that the server returns *before*
-/// proposing anything, so re-sending a proposal elsewhere cannot apply it
-/// twice even without a session (`client`/`request`).
-const REFUSED_BEFORE_PROPOSING: &[&str] = &["overloaded", "unavailable", "not_ready"];
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -120,18 +118,89 @@ impl std::error::Error for ClientError {
 
 impl ClientError {
     /// True if the call may move on to the next endpoint: the endpoint was
-    /// unreachable, or answered a 5xx the server marked retryable.
+    /// unreachable, refused the request as overloaded (429), or answered a
+    /// 5xx the server marked retryable.
     pub fn is_failover(&self) -> bool {
         match self {
             ClientError::Connect { .. } => true,
-            ClientError::Http { status, body } => *status >= 500 && body.retryable,
+            ClientError::Http { status, body } => {
+                (*status >= 500 || *status == 429) && body.retryable
+            }
             _ => false,
+        }
+    }
+
+    /// True if the same request may be sent again (with the same
+    /// `client`/`request`, which makes that safe): the connection failed,
+    /// timed out, or the server marked its error retryable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => {
+                true
+            }
+            ClientError::AllEndpointsFailed { last } => last.is_retryable(),
+            ClientError::Http { body, .. } => body.retryable,
+            ClientError::InvalidEndpoint(_) | ClientError::Decode(_) => false,
+        }
+    }
+
+    /// True if the server refused the request because it is overloaded
+    /// (429 `overloaded`): nothing was proposed; retry after
+    /// [`ClientError::retry_after`].
+    pub fn is_overloaded(&self) -> bool {
+        match self {
+            ClientError::Http { status, body } => *status == 429 || body.code == "overloaded",
+            ClientError::AllEndpointsFailed { last } => last.is_overloaded(),
+            _ => false,
+        }
+    }
+
+    /// The server's hint of how long to wait before retrying
+    /// (`retry_after_ms` of the body, else the `Retry-After` header).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Http { body, .. } => body.retry_after_ms.map(Duration::from_millis),
+            ClientError::AllEndpointsFailed { last } => last.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// False only if this error proves that a proposal never reached the
+    /// protocol, so it cannot be applied by this attempt: the connection
+    /// was refused, or the server rejected the request up front (any 4xx,
+    /// including 429 `overloaded`). Every other error is ambiguous: the
+    /// request may have been sent, proposed, and may still be applied (a
+    /// broken connection, a timeout, a 5xx such as `timeout`, `aborted`, or
+    /// `unavailable`, which a stopping replica also answers to proposals it
+    /// already took, or an undecodable answer).
+    pub fn maybe_proposed(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::InvalidEndpoint(_) => false,
+            ClientError::Http { status, .. } => !(400..500).contains(status),
+            ClientError::AllEndpointsFailed { last } => last.maybe_proposed(),
+            ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Decode(_) => true,
         }
     }
 }
 
+/// A connection one thread keeps open between its requests (HTTP/1.1
+/// keep-alive), to the endpoint it last used.
+#[derive(Debug, Default)]
+pub(crate) struct KeepAlive {
+    conn: Option<(usize, BufReader<TcpStream>)>,
+    /// Connections opened so far (for tests and statistics).
+    pub(crate) opened: u64,
+    /// A request was written on a kept connection that then broke before
+    /// any answer, and was re-sent on a new one. Usually the server had
+    /// closed the idle connection and never saw it, but a replica killed
+    /// while holding it looks the same: whoever reads this must treat the
+    /// request as possibly proposed even if the re-send was refused.
+    pub(crate) lost: bool,
+}
+
 /// A blocking client for one cluster. Cheap to share between threads
-/// (`&self` methods; the preferred endpoint is an atomic).
+/// (`&self` methods; the preferred endpoint is an atomic). A clone has the
+/// same endpoints and timeouts and starts from the same preferred endpoint.
 #[derive(Debug)]
 pub struct Client {
     /// `host:port` strings, in the caller's order.
@@ -140,6 +209,17 @@ pub struct Client {
     preferred: AtomicUsize,
     connect_timeout: Duration,
     read_timeout: Duration,
+}
+
+impl Clone for Client {
+    fn clone(&self) -> Client {
+        Client {
+            endpoints: self.endpoints.clone(),
+            preferred: AtomicUsize::new(self.preferred.load(Ordering::Relaxed)),
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+        }
+    }
 }
 
 impl Client {
@@ -187,24 +267,63 @@ impl Client {
     }
 
     /// `POST /v1/decisions`: proposes one decision and waits for its result.
+    /// One attempt per endpoint at most; [`crate::Session`] and
+    /// [`crate::Pipeline`] retry until answered.
     ///
     /// Failover re-sends the same request to the next replica. With a
     /// session (`client` and `request` set) that is exactly-once, so every
-    /// retryable 5xx fails over; without one, only errors the server returns
-    /// before proposing (`overloaded`, `unavailable`, `not_ready`) do, since
-    /// a `timeout` may still end in the decision being applied.
+    /// retryable error fails over, a broken connection and a read timeout
+    /// included; without one, only errors that prove nothing was proposed
+    /// do (connection refused, 429 `overloaded`; see
+    /// [`ClientError::maybe_proposed`]), since after a `timeout` or an
+    /// `unavailable` from a stopping replica the decision may still be
+    /// applied, and a second replica would apply it again.
     pub fn propose(&self, req: &ProposeRequest) -> Result<ProposeResponse, ClientError> {
         let body = serde_json::to_vec(req).map_err(|e| ClientError::Decode(e.to_string()))?;
         let has_session = req.client.is_some() && req.request.is_some();
         self.call(
-            |e| match e {
-                ClientError::Http { body, .. } if !has_session => {
-                    e.is_failover() && REFUSED_BEFORE_PROPOSING.contains(&body.code.as_str())
+            |e| {
+                if has_session {
+                    e.is_failover()
+                        || matches!(e, ClientError::Io { .. } | ClientError::Timeout { .. })
+                } else {
+                    e.is_failover() && !e.maybe_proposed()
                 }
-                _ => e.is_failover(),
             },
             |ep| self.json(ep, "POST", "/v1/decisions", Some(&body)),
         )
+    }
+
+    /// Number of endpoints.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// The endpoint calls start from.
+    pub(crate) fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed) % self.endpoints.len()
+    }
+
+    /// Remembers `idx` as the endpoint that last answered.
+    pub(crate) fn set_preferred(&self, idx: usize) {
+        self.preferred.store(idx, Ordering::Relaxed);
+    }
+
+    /// `POST /v1/decisions` of an encoded request to endpoint `idx` only,
+    /// over `ka`'s kept-alive connection. No failover: the caller decides.
+    pub(crate) fn propose_once(
+        &self,
+        ka: &mut KeepAlive,
+        idx: usize,
+        body: &[u8],
+    ) -> Result<ProposeResponse, ClientError> {
+        let endpoint = &self.endpoints[idx];
+        let resp = self.exchange_kept(ka, idx, "POST", "/v1/decisions", Some(body))?;
+        if !(200..300).contains(&resp.status) {
+            return Err(http_error(&resp));
+        }
+        serde_json::from_slice(&resp.body)
+            .map_err(|e| ClientError::Decode(format!("POST /v1/decisions from {endpoint}: {e}")))
     }
 
     /// `GET /v1/status` of whichever endpoint answers first.
@@ -329,6 +448,104 @@ impl Client {
             .map_err(|e| ClientError::Decode(format!("{method} {path} from {endpoint}: {e}")))
     }
 
+    /// Writes one request on `ka`'s connection to endpoint `idx` (opening
+    /// one if there is none, or it goes elsewhere) and reads one response,
+    /// keeping the connection for the next call if the response allows.
+    ///
+    /// A kept connection the server has closed meanwhile (an idle timeout,
+    /// a restart) fails before any byte of the response arrives; the request
+    /// is then sent once more on a new connection. Only callers whose
+    /// request is safe to send twice (a proposal with a session, a read)
+    /// may use this.
+    pub(crate) fn exchange_kept(
+        &self,
+        ka: &mut KeepAlive,
+        idx: usize,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
+        let endpoint = &self.endpoints[idx];
+        if let Some((i, mut r)) = ka.conn.take() {
+            if i == idx {
+                match self.send_on(&mut r, endpoint, method, path, body) {
+                    Ok(resp) => {
+                        if resp.reusable() {
+                            ka.conn = Some((idx, r));
+                        }
+                        return Ok(resp);
+                    }
+                    // Closed while idle (or the replica died holding it):
+                    // send it again on a new connection.
+                    Err(Sent::Stale(_)) => ka.lost = true,
+                    Err(Sent::Failed(e)) => return Err(e),
+                }
+            }
+        }
+        let mut r = BufReader::new(self.connect(endpoint)?);
+        ka.opened += 1;
+        match self.send_on(&mut r, endpoint, method, path, body) {
+            Ok(resp) => {
+                if resp.reusable() {
+                    ka.conn = Some((idx, r));
+                }
+                Ok(resp)
+            }
+            Err(Sent::Stale(e) | Sent::Failed(e)) => Err(e),
+        }
+    }
+
+    /// One request and response on an open connection (kept alive).
+    fn send_on(
+        &self,
+        r: &mut BufReader<TcpStream>,
+        endpoint: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, Sent> {
+        let io_err = |source: io::Error| match source.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
+                endpoint: endpoint.to_string(),
+            },
+            _ => ClientError::Io {
+                endpoint: endpoint.to_string(),
+                source,
+            },
+        };
+        // Until the first byte of the answer, a failure may just be a
+        // connection the server closed while it sat idle.
+        let stale = |source: io::Error| match io_err(source) {
+            e @ ClientError::Timeout { .. } => Sent::Failed(e),
+            e => Sent::Stale(e),
+        };
+        {
+            let s = r.get_ref();
+            s.set_read_timeout(Some(self.read_timeout))
+                .and_then(|_| s.set_write_timeout(Some(self.read_timeout)))
+                .and_then(|_| s.set_nodelay(true))
+                .map_err(stale)?;
+            let mut w = s;
+            http::write_request_with(&mut w, method, endpoint, path, body, true).map_err(stale)?;
+        }
+        match r.fill_buf() {
+            Ok([]) => {
+                return Err(stale(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(stale(e)),
+        }
+        http::read_response(r).map_err(|e| {
+            Sent::Failed(match e {
+                ParseError::Io(source) => io_err(source),
+                other => ClientError::Decode(format!("{method} {path} from {endpoint}: {other}")),
+            })
+        })
+    }
+
     /// Connects, writes one request and reads one response.
     fn exchange(
         &self,
@@ -377,14 +594,35 @@ impl Client {
     }
 }
 
-/// The error of a non-2xx response.
+/// How a request on a kept-alive connection failed.
+enum Sent {
+    /// Before any byte of a response arrived (not a timeout): the server
+    /// may have closed the connection while it was idle.
+    Stale(ClientError),
+    /// Anything else.
+    Failed(ClientError),
+}
+
+/// The error of a non-2xx response. A `Retry-After` header (in seconds)
+/// fills in `retry_after_ms` when the body does not give it, and a 429
+/// without a JSON body is still an `overloaded`, retryable error.
 fn http_error(resp: &Response) -> ClientError {
-    let body = serde_json::from_slice::<ErrorBody>(&resp.body).unwrap_or_else(|_| ErrorBody {
-        code: format!("http_{}", resp.status),
+    let mut body = serde_json::from_slice::<ErrorBody>(&resp.body).unwrap_or_else(|_| ErrorBody {
+        code: if resp.status == 429 {
+            "overloaded".to_string()
+        } else {
+            format!("http_{}", resp.status)
+        },
         message: String::from_utf8_lossy(&resp.body).trim().to_string(),
-        retryable: false,
+        retryable: resp.status == 429,
         retry_after_ms: None,
     });
+    if body.retry_after_ms.is_none() {
+        body.retry_after_ms = resp
+            .header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| secs.saturating_mul(1000));
+    }
     ClientError::Http {
         status: resp.status,
         body,
@@ -543,6 +781,108 @@ mod tests {
             c.propose(&req),
             Err(ClientError::Http { status: 503, .. })
         ));
+    }
+
+    /// "unavailable" is also what a stopping replica answers to proposals
+    /// it already took, so a sessionless proposal (which a second replica
+    /// would apply again) must not fail over on it; a 429 is refused before
+    /// proposing, so it may.
+    #[test]
+    fn sessionless_proposal_fails_over_only_when_nothing_was_proposed() {
+        let req = ProposeRequest {
+            client: None,
+            request: None,
+            ops: vec![synod_decision::Op::put("k", b"v".to_vec())],
+            guards: vec![],
+            issued_at_ms: None,
+            timeout_ms: None,
+        };
+        let resp =
+            r#"{"instance":"0.1@0","client":9,"request":1,"outcome":{"Applied":{"results":[]}}}"#;
+        let (a, _ra) = fake(vec![error(503, "unavailable", true)]);
+        let (b, rb) = fake(vec![ok(resp)]);
+        let c = Client::new([a, b.clone()]).unwrap();
+        assert!(matches!(
+            c.propose(&req),
+            Err(ClientError::Http { status: 503, .. })
+        ));
+        assert!(rb.try_recv().is_err(), "the second replica got it too");
+        let (a, _ra) = fake(vec![error(429, "overloaded", true)]);
+        let c = Client::new([a, b]).unwrap();
+        assert_eq!(c.propose(&req).unwrap().client, 9);
+    }
+
+    /// With a session, a replica that never answers, or drops the
+    /// connection after taking the request, is left for the next one, with
+    /// the same (client, request).
+    #[test]
+    fn session_proposal_fails_over_on_timeout_and_broken_connection() {
+        let resp =
+            r#"{"instance":"0.1@0","client":5,"request":1,"outcome":{"Applied":{"results":[]}}}"#;
+        let req = ProposeRequest {
+            client: Some(5),
+            request: Some(1),
+            ops: vec![synod_decision::Op::get("k")],
+            guards: vec![],
+            issued_at_ms: None,
+            timeout_ms: None,
+        };
+        // Accepts (the kernel does) and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        // Reads the request and closes.
+        let (closer, rc) = fake(vec![Vec::new()]);
+        for first in [silent.local_addr().unwrap().to_string(), closer] {
+            let (b, rb) = fake(vec![ok(resp)]);
+            let c = Client::new([first, b])
+                .unwrap()
+                .with_read_timeout(Duration::from_millis(200));
+            assert_eq!(c.propose(&req).unwrap().request, 1);
+            assert!(rb.recv().unwrap().contains(r#""client":5,"request":1"#));
+        }
+        assert!(rc.recv().unwrap().contains(r#""client":5,"request":1"#));
+        // Through a session (its own retry loop) too.
+        let (b, rb) = fake(vec![ok(resp)]);
+        let c = Client::new([silent.local_addr().unwrap().to_string(), b])
+            .unwrap()
+            .with_read_timeout(Duration::from_millis(200));
+        let mut s = c.session(5);
+        assert_eq!(
+            s.propose(vec![synod_decision::Op::get("k")], vec![])
+                .unwrap()
+                .request,
+            1
+        );
+        assert!(rb.recv().unwrap().contains(r#""client":5,"request":1"#));
+    }
+
+    #[test]
+    fn overload_hints_from_the_body_or_the_retry_after_header() {
+        let resp = |head: &str, body: &str| Response {
+            status: 429,
+            headers: head
+                .split(';')
+                .filter(|h| !h.is_empty())
+                .map(|h| {
+                    let (n, v) = h.split_once(':').unwrap();
+                    (n.to_string(), v.to_string())
+                })
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        };
+        let e = http_error(&resp(
+            "retry-after:1",
+            r#"{"code":"overloaded","message":"m","retryable":true,"retry_after_ms":100}"#,
+        ));
+        assert!(e.is_overloaded() && e.is_retryable() && !e.maybe_proposed());
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(100)));
+        // A proxy's bare 429: still overloaded and retryable, hint from the header.
+        let e = http_error(&resp("retry-after:2", "Too Many Requests"));
+        assert!(e.is_overloaded() && e.is_retryable() && e.is_failover());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        let e = http_error(&resp("", ""));
+        assert_eq!(e.retry_after(), None);
+        let all = ClientError::AllEndpointsFailed { last: Box::new(e) };
+        assert!(all.is_overloaded() && all.is_retryable());
     }
 
     #[test]

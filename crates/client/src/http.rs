@@ -1,9 +1,11 @@
-//! A minimal HTTP/1.1 exchange over one connection: write one request with
-//! `Connection: close`, read one response (`Content-Length`, `chunked`, or
-//! until EOF), all within named limits.
+//! A minimal HTTP/1.1 exchange over one connection: write one request
+//! (`Connection: close`, or kept alive for the next request), read one
+//! response (`Content-Length`, `chunked`, or until EOF), all within named
+//! limits.
 //!
-//! Deliberately small: no keep-alive, no redirects, no compression, no TLS.
-//! It speaks to Synod replicas, whose answers are small JSON or text bodies.
+//! Deliberately small: no redirects, no compression, no TLS, no request
+//! pipelining (one request at a time per connection). It speaks to Synod
+//! replicas, whose answers are small JSON or text bodies.
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
@@ -33,7 +35,10 @@ const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// A response that is not valid HTTP/1.1 or breaks a limit.
 #[derive(Debug)]
 pub enum ParseError {
-    /// The socket failed (including read timeouts) while reading.
+    /// The socket failed (including read timeouts) while reading, or the
+    /// connection closed before the response was complete
+    /// (`UnexpectedEof`): a network failure, not a bad response, so a
+    /// caller may retry it.
     Io(io::Error),
     /// The response is malformed; the text says where.
     Malformed(String),
@@ -79,9 +84,26 @@ impl Response {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// True if the connection may carry another request after this
+    /// response: the body was delimited (`Content-Length` or `chunked`, not
+    /// read to EOF) and the server did not say `Connection: close`.
+    pub fn reusable(&self) -> bool {
+        let delimited = self.header("content-length").is_some()
+            || self
+                .header("transfer-encoding")
+                .is_some_and(|te| te.to_ascii_lowercase().ends_with("chunked"))
+            || self.status == 204
+            || self.status == 304;
+        let close = self.headers.iter().any(|(n, v)| {
+            n == "connection" && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+        });
+        delimited && !close
+    }
 }
 
-/// Writes one request. `path` must already be percent-encoded.
+/// Writes one request with `Connection: close`. `path` must already be
+/// percent-encoded.
 pub fn write_request(
     w: &mut impl Write,
     method: &str,
@@ -89,9 +111,24 @@ pub fn write_request(
     path: &str,
     json_body: Option<&[u8]>,
 ) -> io::Result<()> {
+    write_request_with(w, method, host, path, json_body, false)
+}
+
+/// Writes one request; with `keep_alive` the connection stays open for the
+/// next request (HTTP/1.1's default), otherwise it asks for
+/// `Connection: close`. `path` must already be percent-encoded.
+pub fn write_request_with(
+    w: &mut impl Write,
+    method: &str,
+    host: &str,
+    path: &str,
+    json_body: Option<&[u8]>,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: synod-client/{}\r\n\
-         Accept: application/json, text/plain\r\nConnection: close\r\n",
+         Accept: application/json, text/plain\r\nConnection: {connection}\r\n",
         env!("CARGO_PKG_VERSION")
     );
     if let Some(body) = json_body {
@@ -111,18 +148,25 @@ pub fn write_request(
     w.flush()
 }
 
+/// The connection ended before the response did.
+fn closed(what: &str) -> ParseError {
+    ParseError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("connection closed {what}"),
+    ))
+}
+
 /// Reads one response. Interim `1xx` responses are skipped.
 pub fn read_response(r: &mut impl BufRead) -> Result<Response, ParseError> {
     loop {
         let mut head_left = MAX_HEAD_BYTES;
         let status_line = read_line(r, &mut head_left, "status line")?
-            .ok_or_else(|| ParseError::Malformed("connection closed before a response".into()))?;
+            .ok_or_else(|| closed("before a response"))?;
         let status = parse_status_line(&status_line)?;
         let mut headers = Vec::new();
         loop {
-            let line = read_line(r, &mut head_left, "header")?.ok_or_else(|| {
-                ParseError::Malformed("connection closed inside the headers".into())
-            })?;
+            let line = read_line(r, &mut head_left, "header")?
+                .ok_or_else(|| closed("inside the headers"))?;
             if line.is_empty() {
                 break;
             }
@@ -187,7 +231,7 @@ fn read_body(r: &mut impl BufRead, resp: &Response) -> Result<Vec<u8>, ParseErro
         let mut body = vec![0; len as usize];
         r.read_exact(&mut body).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => {
-                ParseError::Malformed(format!("body shorter than its content-length {len}"))
+                closed(&format!("inside a body of content-length {len}"))
             }
             _ => ParseError::Io(e),
         })?;
@@ -209,9 +253,8 @@ fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, ParseError> {
     let mut body = Vec::new();
     loop {
         let mut line_left = MAX_CHUNK_LINE_BYTES;
-        let line = read_line(r, &mut line_left, "chunk size")?.ok_or_else(|| {
-            ParseError::Malformed("connection closed inside a chunked body".into())
-        })?;
+        let line = read_line(r, &mut line_left, "chunk size")?
+            .ok_or_else(|| closed("inside a chunked body"))?;
         let hex = line.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(hex, 16)
             .map_err(|_| ParseError::Malformed(format!("bad chunk size {line:?}")))?;
@@ -235,9 +278,7 @@ fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, ParseError> {
         body.resize(start + size, 0);
         r.read_exact(&mut body[start..])
             .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => {
-                    ParseError::Malformed("connection closed inside a chunk".into())
-                }
+                io::ErrorKind::UnexpectedEof => closed("inside a chunk"),
                 _ => ParseError::Io(e),
             })?;
         let mut crlf = [0u8; 2];
@@ -268,9 +309,7 @@ fn read_line(
                 MAX_HEAD_BYTES
             )));
         }
-        return Err(ParseError::Malformed(format!(
-            "connection closed inside the {what}"
-        )));
+        return Err(closed(&format!("inside the {what}")));
     }
     *left -= n;
     buf.pop();
@@ -335,7 +374,6 @@ mod tests {
             b"HTTP/1.1 20 OK\r\n\r\n",
             b"HTTP/1.1 abc OK\r\n\r\n",
             b"SSH-2.0-OpenSSH\r\n\r\n",
-            b"",
         ] {
             assert!(
                 matches!(parse(bad), Err(ParseError::Malformed(_))),
@@ -344,16 +382,34 @@ mod tests {
         }
     }
 
+    fn is_eof(r: Result<Response, ParseError>) -> bool {
+        matches!(r, Err(ParseError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof)
+    }
+
+    /// A connection that ends early is a network failure (retryable), not
+    /// a malformed response: a replica killed while it held the request.
+    #[test]
+    fn early_close_is_an_io_error() {
+        for cut in [
+            &b""[..],
+            b"HTTP/1.1 200 OK\r\nContent-",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n",
+        ] {
+            assert!(is_eof(parse(cut)), "{cut:?}");
+        }
+    }
+
     #[test]
     fn truncated_bodies_are_errors() {
-        assert!(matches!(
-            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
-            Err(ParseError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"),
-            Err(ParseError::Malformed(_))
-        ));
+        assert!(is_eof(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+        )));
+        assert!(is_eof(parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"
+        )));
+        assert!(is_eof(parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )));
     }
 
     #[test]
@@ -382,6 +438,36 @@ mod tests {
             parse(head.as_bytes()),
             Err(ParseError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn keep_alive_requests_and_reusable_responses() {
+        let mut out = Vec::new();
+        write_request_with(&mut out, "POST", "h:1", "/v1/decisions", Some(b"{}"), true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Connection: keep-alive\r\n"), "{text}");
+        assert!(text.ends_with("Content-Length: 2\r\n\r\n{}"), "{text}");
+        let mut out = Vec::new();
+        write_request(&mut out, "GET", "h:1", "/livez", None).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("Connection: close\r\n"));
+
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .reusable());
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+                .unwrap()
+                .reusable()
+        );
+        assert!(
+            !parse(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: Close\r\n\r\n")
+                .unwrap()
+                .reusable()
+        );
+        // A body read to EOF ends the connection.
+        assert!(!parse(b"HTTP/1.1 200 OK\r\n\r\nbody").unwrap().reusable());
     }
 
     #[test]
