@@ -131,6 +131,9 @@ pub struct Output {
     pub executions: Vec<Execution>,
     /// Own instances committed as Nop; answer their clients "aborted, retry".
     pub aborted: Vec<Aborted>,
+    /// Non-Nop instances committed here in this step (for the runtime's
+    /// commit → execution latency; informational, nothing depends on it).
+    pub committed: Vec<CmdId>,
 }
 
 impl Output {
@@ -140,6 +143,7 @@ impl Output {
             && self.messages.is_empty()
             && self.executions.is_empty()
             && self.aborted.is_empty()
+            && self.committed.is_empty()
     }
 
     /// Appends `other` after `self`.
@@ -148,6 +152,7 @@ impl Output {
         self.messages.extend(other.messages);
         self.executions.extend(other.executions);
         self.aborted.extend(other.aborted);
+        self.committed.extend(other.committed);
     }
 }
 
@@ -1389,6 +1394,9 @@ impl Replica {
             if let Some(batch) = self.insts[&id].init_cmd.clone() {
                 self.out.aborted.push(Aborted { id, batch });
             }
+        }
+        if !nop {
+            self.out.committed.push(id);
         }
         let edges = self.exec_edges(id, &self.insts[&id]);
         let ready = self.executor.commit(id, &edges, nop);

@@ -127,6 +127,13 @@ pub struct LoopState {
     pub nops: u64,
     /// `Replica::pending_execution()`.
     pub pending_execution: u64,
+    /// Age of the oldest instance committed here and not yet executed
+    /// (`None`: nothing waits).
+    pub oldest_unexecuted: Option<Duration>,
+    /// `Stats::deps_listed`: explicit ids in own initial dependency sets.
+    pub deps_listed: u64,
+    /// `Stats::submitted`: own instances submitted.
+    pub submitted: u64,
     /// `Replica::in_flight()`.
     pub in_flight: u64,
     /// Proposals waiting for their result.
@@ -158,6 +165,10 @@ pub struct Metrics {
     wal_unsynced_records: Gauge,
     rejected: Family<[(&'static str, &'static str); 1], Counter>,
     executed: Counter,
+    execute_latency: Histogram,
+    oldest_unexecuted_age: Gauge<f64, AtomicU64>,
+    instances_submitted: Counter,
+    dependency_ids_listed: Counter,
 }
 
 impl Metrics {
@@ -178,6 +189,10 @@ impl Metrics {
             wal_unsynced_records: Gauge::default(),
             rejected: Family::default(),
             executed: Counter::default(),
+            execute_latency: Histogram::new(COMMIT_LATENCY_BUCKETS),
+            oldest_unexecuted_age: Gauge::default(),
+            instances_submitted: Counter::default(),
+            dependency_ids_listed: Counter::default(),
         };
         // NaN until the first own commit: "no data" rather than a ratio of 0
         // that would read as "every commit took the slow path".
@@ -253,6 +268,28 @@ impl Metrics {
             "Commands applied to the state machine by this process (re-executions after a restart included)",
             m.executed.clone(),
         );
+        r.register_with_unit(
+            "synod_execute_latency",
+            "Time from an instance's commit being released here to its execution (the wait for its dependencies)",
+            Unit::Seconds,
+            m.execute_latency.clone(),
+        );
+        r.register_with_unit(
+            "synod_oldest_unexecuted_age",
+            "Age of the oldest instance committed here and not yet executed; 0 when none waits",
+            Unit::Seconds,
+            m.oldest_unexecuted_age.clone(),
+        );
+        r.register(
+            "synod_instances_submitted",
+            "Own instances (batches of decisions) this replica submitted",
+            m.instances_submitted.clone(),
+        );
+        r.register(
+            "synod_dependency_ids_listed",
+            "Explicit ids in the initial dependency sets of own instances (those above the stable floor); / synod_instances_submitted_total = mean dependency list length",
+            m.dependency_ids_listed.clone(),
+        );
         r.register_collector(Box::new(ScrapeTime { wal, peers }));
         Metrics {
             registry: Arc::new(r),
@@ -284,6 +321,11 @@ impl Metrics {
         self.rejected.get_or_create(&why.labels()).inc();
     }
 
+    /// An instance executed `after` its commit was released here.
+    pub fn executed_after(&self, after: Duration) {
+        self.execute_latency.observe(after.as_secs_f64());
+    }
+
     /// `n` commands were applied to the state machine.
     pub fn executed(&self, n: u64) {
         self.executed.inc_by(n);
@@ -295,6 +337,10 @@ impl Metrics {
         advance_to(&self.slow_path, s.slow_paths);
         advance_to(&self.recoveries, s.recoveries);
         advance_to(&self.nops, s.nops);
+        advance_to(&self.instances_submitted, s.submitted);
+        advance_to(&self.dependency_ids_listed, s.deps_listed);
+        self.oldest_unexecuted_age
+            .set(s.oldest_unexecuted.map_or(0.0, |d| d.as_secs_f64()));
         let own = s.fast_commits + s.slow_paths;
         if own > 0 {
             self.fast_path_success_ratio
@@ -436,6 +482,10 @@ mod tests {
             "synod_proposals_rejected_total{reason=\"invalid\"}",
             "synod_proposals_rejected_total{reason=\"timeout\"}",
             "synod_executed_total",
+            "synod_execute_latency_seconds_count",
+            "synod_oldest_unexecuted_age_seconds",
+            "synod_instances_submitted_total",
+            "synod_dependency_ids_listed_total",
             "synod_peer_connected{peer=\"2\"}",
             "synod_peer_connected{peer=\"3\"}",
         ] {
@@ -516,6 +566,9 @@ mod tests {
             recoveries: 2,
             nops: 1,
             pending_execution: 4,
+            oldest_unexecuted: Some(Duration::from_millis(250)),
+            deps_listed: 12,
+            submitted: 4,
             in_flight: 5,
             waiting_proposals: 6,
             wal_unsynced_records: 7,
@@ -531,11 +584,19 @@ mod tests {
         assert_eq!(sample(&t, "synod_in_flight_instances"), 5.0);
         assert_eq!(sample(&t, "synod_waiting_proposals"), 6.0);
         assert_eq!(sample(&t, "synod_wal_unsynced_records"), 7.0);
+        assert_eq!(sample(&t, "synod_oldest_unexecuted_age_seconds"), 0.25);
+        assert_eq!(sample(&t, "synod_instances_submitted_total"), 4.0);
+        assert_eq!(sample(&t, "synod_dependency_ids_listed_total"), 12.0);
         s.recoveries = 10;
         s.pending_execution = 0;
+        s.oldest_unexecuted = None;
         m.refresh(&s);
         let t = m.encode();
         assert_eq!(sample(&t, "synod_recoveries_total"), 10.0);
         assert_eq!(sample(&t, "synod_pending_execution"), 0.0);
+        assert_eq!(sample(&t, "synod_oldest_unexecuted_age_seconds"), 0.0);
+        m.executed_after(Duration::from_millis(3));
+        let t = m.encode();
+        assert_eq!(sample(&t, "synod_execute_latency_seconds_count"), 1.0);
     }
 }

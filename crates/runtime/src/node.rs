@@ -70,6 +70,12 @@ pub const LOG_RETAIN: usize = 1_000_000;
 /// (quality-bars.md R2/R4). Logged loudly when set.
 pub const RELEASE_BEFORE_FSYNC_ENV: &str = "SYNOD_TEST_RELEASE_BEFORE_FSYNC";
 
+/// Committed-but-unexecuted instances whose commit time the loop keeps for
+/// `synod_execute_latency_seconds` and `synod_oldest_unexecuted_age_seconds`.
+/// Beyond it new commits are not timed (the metrics then under-report);
+/// normally the map holds only what waits for dependencies.
+pub const COMMIT_TIMES_MAX: usize = 65_536;
+
 /// A peer counts as reachable for `/readyz` if it was heard from within this.
 pub const PEER_SILENCE_READY: Duration = Duration::from_secs(3);
 
@@ -387,6 +393,9 @@ pub struct Node {
     metrics: Metrics,
     /// When [`Node::refresh_metrics`] next copies the loop's state.
     metrics_due: Instant,
+    /// When each committed, not yet executed instance's commit was released
+    /// here (at most [`COMMIT_TIMES_MAX`]).
+    committed_at: HashMap<CmdId, Instant>,
     /// Committed instances recovered from disk that the executor had not
     /// processed after the first flush. `/readyz` says "not ready" until
     /// every one of them is processed; emptied once, never refilled.
@@ -448,6 +457,7 @@ impl Node {
             },
             metrics,
             metrics_due: Instant::now(),
+            committed_at: HashMap::new(),
             recovering: Vec::new(),
             cfg,
         })
@@ -634,7 +644,17 @@ impl Node {
             // retransmits (epaxos.md §4.1.7).
             let _ = self.transport.send(to, msg);
         }
+        let now = Instant::now();
+        for id in out.committed {
+            if self.committed_at.len() < COMMIT_TIMES_MAX {
+                self.committed_at.insert(id, now);
+            }
+        }
         for ex in out.executions {
+            if let Some(t) = self.committed_at.remove(&ex.id) {
+                self.metrics
+                    .executed_after(now.saturating_duration_since(t));
+            }
             let mut commands = Vec::with_capacity(ex.batch.len());
             for cmd in ex.batch.iter() {
                 let duplicate = self
@@ -759,6 +779,13 @@ impl Node {
             recoveries: s.recoveries,
             nops: s.nops,
             pending_execution: self.replica.pending_execution() as u64,
+            oldest_unexecuted: self
+                .committed_at
+                .values()
+                .min()
+                .map(|t| now.saturating_duration_since(*t)),
+            deps_listed: s.deps_listed,
+            submitted: s.submitted,
             in_flight: self.replica.in_flight() as u64,
             waiting_proposals: self.waiters.len as u64,
             wal_unsynced_records: self.queue.unsynced(),
