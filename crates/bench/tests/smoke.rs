@@ -47,6 +47,7 @@ fn one_second_bench_reports_throughput_and_fields() {
             id: i,
             peer_addr: SocketAddr::from(([127, 0, 0, 1], BASE_PORT + 10 + i)),
             api_addr: SocketAddr::from(([127, 0, 0, 1], BASE_PORT + i)),
+            grpc_addr: None,
         })
         .collect();
     let endpoints: Vec<String> = members.iter().map(|m| m.api_addr.to_string()).collect();

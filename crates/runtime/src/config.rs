@@ -40,8 +40,31 @@ pub struct Member {
     pub id: NodeId,
     /// Replica-to-replica address (transport).
     pub peer_addr: SocketAddr,
-    /// Client API address (HTTP).
+    /// Client API address (HTTP/JSON).
     pub api_addr: SocketAddr,
+    /// Client API address (gRPC, `synod.v1.Synod`); absent: this member
+    /// serves no gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
+}
+
+impl Member {
+    /// A member without gRPC.
+    pub fn new(id: NodeId, peer_addr: SocketAddr, api_addr: SocketAddr) -> Member {
+        Member {
+            id,
+            peer_addr,
+            api_addr,
+            grpc_addr: None,
+        }
+    }
+
+    /// Serves gRPC on `addr` too (builder style).
+    #[must_use]
+    pub fn with_grpc(mut self, addr: SocketAddr) -> Member {
+        self.grpc_addr = Some(addr);
+        self
+    }
 }
 
 /// Protocol tunables (see `synod_epaxos::Options` for their meaning).
@@ -99,7 +122,7 @@ pub struct LimitsConfig {
     pub max_waiting_proposals: usize,
     /// Default and largest wait for a proposal's result, in ms.
     pub propose_timeout_ms: u64,
-    /// Largest HTTP request body.
+    /// Largest HTTP request body, and largest gRPC request message.
     pub max_request_bytes: usize,
 }
 
@@ -175,15 +198,13 @@ impl std::error::Error for ConfigError {}
 
 impl NodeConfig {
     /// The standard local cluster of `synod up`: `n` replicas with ids
-    /// `0..n` on 127.0.0.1, transport ports `7100 + id`, HTTP ports
-    /// `7000 + id`, data under `root/node-<id>`; this is node `id`.
+    /// `0..n` on 127.0.0.1, HTTP ports `7000 + id`, transport ports
+    /// `7100 + id`, gRPC ports `7200 + id`, data under `root/node-<id>`;
+    /// this is node `id`.
     pub fn local(id: NodeId, n: u16, root: &std::path::Path) -> NodeConfig {
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let members = (0..n)
-            .map(|i| Member {
-                id: i,
-                peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100 + i)),
-                api_addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i)),
-            })
+            .map(|i| Member::new(i, at(7100 + i), at(7000 + i)).with_grpc(at(7200 + i)))
             .collect();
         NodeConfig {
             id,
@@ -209,6 +230,15 @@ impl NodeConfig {
         ids.dedup();
         if ids.len() != self.members.len() {
             return err("members: duplicate id".into());
+        }
+        for m in &self.members {
+            if m.grpc_addr == Some(m.api_addr) || m.grpc_addr == Some(m.peer_addr) {
+                return err(format!(
+                    "members: member {}'s grpc_addr {} is also its api_addr or peer_addr",
+                    m.id,
+                    m.grpc_addr.expect("compared equal to an address")
+                ));
+            }
         }
         if ![3, 5, 7].contains(&self.members.len()) {
             return err(format!(
@@ -265,6 +295,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.me().unwrap().api_addr.port(), 7002);
         assert_eq!(c.me().unwrap().peer_addr.port(), 7102);
+        assert_eq!(c.me().unwrap().grpc_addr.unwrap().port(), 7202);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x/node-2"));
     }
 
@@ -279,5 +310,8 @@ mod tests {
         let mut c = NodeConfig::local(0, 3, std::path::Path::new("/tmp/x"));
         c.members.pop();
         assert!(c.validate().unwrap_err().0.contains("3, 5 or 7"));
+        let mut c = NodeConfig::local(0, 3, std::path::Path::new("/tmp/x"));
+        c.members[1].grpc_addr = Some(c.members[1].api_addr);
+        assert!(c.validate().unwrap_err().0.contains("grpc_addr"));
     }
 }

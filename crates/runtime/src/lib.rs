@@ -2,13 +2,15 @@
 //!
 //! [`run`] opens the data directory (WAL + snapshots, `synod-storage`),
 //! rebuilds the core from it, starts the replica transport
-//! (`synod-transport`) and the HTTP API ([`api`]), and drives the core in
-//! the replica loop ([`node`]), which enforces persist → send → execute →
-//! reply for every output.
+//! (`synod-transport`), the HTTP API ([`api`]) and, if the member has a
+//! `grpc_addr`, the gRPC API ([`grpc`]), and drives the core in the replica
+//! loop ([`node`]), which enforces persist → send → execute → reply for
+//! every output.
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod config;
+pub mod grpc;
 pub mod metrics;
 pub mod node;
 pub mod release;
@@ -129,21 +131,43 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(me.api_addr)
         .await
         .map_err(|e| RuntimeError(format!("HTTP API: cannot listen on {}: {e}", me.api_addr)))?;
-    let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
-    let router = api::router(
-        handle,
-        metrics,
-        cfg.limits.propose_timeout_ms,
-        cfg.limits.max_request_bytes,
-    );
+    let grpc_listener = match me.grpc_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| RuntimeError(format!("gRPC API: cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    // Both APIs stop once the loop has stopped (its waiters answered
+    // "unavailable", streams ended), each after its open requests finish.
+    let (stop_apis_tx, stop_apis_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = api::Api::new(handle, metrics, cfg.limits.propose_timeout_ms);
+    let router = api::router(api.clone(), cfg.limits.max_request_bytes);
+    let http_stopped = stopped(stop_apis_rx.clone());
     let http = tokio::spawn(async move {
         axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http_rx.wait_for(|s| *s).await;
-            })
+            .with_graceful_shutdown(http_stopped)
             .await
     });
-    tracing::info!(node = cfg.id, api = %me.api_addr, peer = %me.peer_addr, "serving");
+    let grpc = grpc_listener.map(|l| {
+        tokio::spawn(grpc::serve(
+            l,
+            api,
+            cfg.limits.max_request_bytes,
+            stopped(stop_apis_rx),
+        ))
+    });
+    tracing::info!(
+        node = cfg.id,
+        api = %me.api_addr,
+        grpc = %me.grpc_addr.map_or("-".to_string(), |a| a.to_string()),
+        peer = %me.peer_addr,
+        "serving"
+    );
 
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut node_task = tokio::spawn(node.run(inbound, prx, qrx, durable_rx, stop_rx));
@@ -155,8 +179,15 @@ pub async fn run(
             (&mut node_task).await
         }
     };
-    let _ = stop_http_tx.send(true);
+    let _ = stop_apis_tx.send(true);
     let _ = http.await;
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Err(e)) => tracing::warn!("gRPC API: {e}"),
+            Err(e) => tracing::warn!("gRPC API task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     transport.shutdown().await;
     let result = result.map_err(|e| RuntimeError(format!("replica loop: {e}")))?;
     match Arc::try_unwrap(wal) {

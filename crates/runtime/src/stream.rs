@@ -1,4 +1,6 @@
-//! `GET /v1/stream?from=TOKEN`: the committed stream as Server-Sent Events.
+//! The committed stream: `GET /v1/stream?from=TOKEN` (Server-Sent Events,
+//! [`sse`]) and gRPC `Subscribe` ([`crate::grpc`]), both from [`open`]
+//! through [`crate::api::Api::subscribe`].
 //!
 //! Every replica executes conflicting instances in the same order, so the
 //! set of instances a subscriber has seen is, key by key, a prefix of every
@@ -8,9 +10,10 @@
 //! duplicates, also when the subscriber moves to another replica, provided
 //! the replica still has the history the token lacks: its log starts after
 //! its snapshot, so a token that misses an instance applied before that is
-//! refused (410 Gone) instead of silently skipping it.
+//! refused (410 Gone, gRPC `FAILED_PRECONDITION`) instead of silently
+//! skipping it.
 //!
-//! The handler pages through the loop's log (`Query::Log`) and polls every
+//! The stream pages through the loop's log (`Query::Log`) and polls every
 //! [`STREAM_POLL`] when it has caught up; a restart of the replica ends the
 //! stream (its log starts over) and the subscriber resumes with its token.
 
@@ -64,10 +67,19 @@ struct State {
 }
 
 /// Opens the stream for `from` (a token, empty for "from the beginning").
+///
+/// Yields every instance this replica executes that the token lacks, in
+/// execution order, each with the token after it. When the replica
+/// restarts (its log starts over) or its loop is gone, the stream yields
+/// one `Err` saying why, then ends: the subscriber resumes with its last
+/// token.
 pub async fn open(
     handle: Handle,
     from: &str,
-) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, StreamError> {
+) -> Result<
+    impl futures_util::Stream<Item = Result<StreamEvent, String>> + Send + 'static,
+    StreamError,
+> {
     let token = Frontier::decode(from).map_err(|e| StreamError::BadToken(e.to_string()))?;
     let first = page(&handle, 0).await?;
     let base = Frontier::decode(&first.base)
@@ -85,7 +97,9 @@ pub async fn open(
         next: first.next,
         buffer: first.entries.into(),
     };
-    let events = futures_util::stream::unfold(state, |mut st| async move {
+    // `None` once the ending `Err` has been yielded.
+    Ok(futures_util::stream::unfold(Some(state), |st| async move {
+        let mut st = st?;
         loop {
             while let Some(e) = st.buffer.pop_front() {
                 if !st.token.insert(e.instance) {
@@ -96,17 +110,25 @@ pub async fn open(
                     commands: e.commands,
                     token: st.token.encode(),
                 };
-                let event = Event::default()
-                    .event("decision")
-                    .json_data(&ev)
-                    .unwrap_or_else(|_| Event::default().event("error"));
-                return Some((Ok(event), st));
+                return Some((Ok(ev), Some(st)));
             }
-            let p = page(&st.handle, st.next).await.ok()?;
+            let p = match page(&st.handle, st.next).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let why = match e {
+                        StreamError::BadToken(m)
+                        | StreamError::Gone(m)
+                        | StreamError::Unavailable(m) => m,
+                    };
+                    return Some((Err(format!("{why}; resume with the last token")), None));
+                }
+            };
             if p.boot_id != st.boot_id {
-                // The replica restarted; its log starts over. End the
-                // stream: the subscriber resumes with its token.
-                return None;
+                // The replica restarted; its log starts over.
+                return Some((
+                    Err("the replica restarted; resume with the last token".into()),
+                    None,
+                ));
             }
             if p.entries.is_empty() {
                 tokio::time::sleep(STREAM_POLL).await;
@@ -115,6 +137,23 @@ pub async fn open(
             st.next = p.next;
             st.buffer = p.entries.into();
         }
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    }))
+}
+
+/// The stream as Server-Sent Events (`event: decision`, the JSON
+/// [`StreamEvent`] as data). The body ends at the stream's first error.
+pub fn sse<E: Send + 'static>(
+    events: impl futures_util::Stream<Item = Result<StreamEvent, E>> + Send + 'static,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static> {
+    use futures_util::StreamExt;
+    let events = events
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .filter_map(|r| std::future::ready(r.ok()))
+        .map(|ev| {
+            Ok(Event::default()
+                .event("decision")
+                .json_data(&ev)
+                .unwrap_or_else(|_| Event::default().event("error")))
+        });
+    Sse::new(events).keep_alive(KeepAlive::default())
 }

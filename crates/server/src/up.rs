@@ -50,6 +50,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// transport BASE+100+i), as in `NodeConfig::local`.
 pub const TRANSPORT_PORT_OFFSET: u16 = 100;
 
+/// Offset of the gRPC ports from the HTTP ports (gRPC BASE+200+i), as in
+/// `NodeConfig::local`.
+pub const GRPC_PORT_OFFSET: u16 = 200;
+
 /// `SYNOD_*` variables that would make every child the same node; they are
 /// removed from the children's environment. Other `SYNOD_*` overrides
 /// (e.g. `SYNOD_PROTOCOL__TICK_MS`) pass through and apply to every node.
@@ -61,14 +65,18 @@ const ENV_PER_NODE: &[&str] = &[
 ];
 
 /// Node `id`'s config in the local cluster of `n` replicas under `root`,
-/// with HTTP ports from `base_port`.
+/// with HTTP ports from `base_port` (transport and gRPC at their offsets).
 pub fn local_config(id: u16, n: u16, root: &Path, base_port: u16) -> NodeConfig {
     let mut cfg = NodeConfig::local(id, n, root);
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     cfg.members = (0..n)
-        .map(|i| Member {
-            id: i,
-            peer_addr: SocketAddr::from(([127, 0, 0, 1], base_port + TRANSPORT_PORT_OFFSET + i)),
-            api_addr: SocketAddr::from(([127, 0, 0, 1], base_port + i)),
+        .map(|i| {
+            Member::new(
+                i,
+                at(base_port + TRANSPORT_PORT_OFFSET + i),
+                at(base_port + i),
+            )
+            .with_grpc(at(base_port + GRPC_PORT_OFFSET + i))
         })
         .collect();
     cfg
@@ -81,6 +89,7 @@ pub fn check_ports_free(n: u16, base_port: u16) -> Result<(), String> {
         for (port, what) in [
             (base_port + id, "HTTP API"),
             (base_port + TRANSPORT_PORT_OFFSET + id, "replica transport"),
+            (base_port + GRPC_PORT_OFFSET + id, "gRPC API"),
         ] {
             if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
                 return Err(format!(
@@ -123,6 +132,7 @@ struct Node {
     /// Set once its exit has been seen (by the waiter thread).
     exited: Arc<AtomicBool>,
     api: SocketAddr,
+    grpc: Option<SocketAddr>,
 }
 
 /// How far a node got at start.
@@ -140,12 +150,12 @@ pub fn up(a: &UpArgs) -> Result<ExitCode, String> {
     if ![3, 5, 7].contains(&n) {
         return Err(format!("--replicas {n}: Synod runs 3, 5 or 7 replicas"));
     }
-    if a.base_port == 0 || u32::from(a.base_port) + u32::from(TRANSPORT_PORT_OFFSET + n) > 65_536 {
+    if a.base_port == 0 || u32::from(a.base_port) + u32::from(GRPC_PORT_OFFSET + n) > 65_536 {
         return Err(format!(
             "--base-port {}: ports {}..{} must fit in 1..=65535",
             a.base_port,
             a.base_port,
-            u32::from(a.base_port) + u32::from(TRANSPORT_PORT_OFFSET + n) - 1
+            u32::from(a.base_port) + u32::from(GRPC_PORT_OFFSET + n) - 1
         ));
     }
     check_ports_free(n, a.base_port)?;
@@ -173,7 +183,8 @@ pub fn up(a: &UpArgs) -> Result<ExitCode, String> {
             config::to_toml(&cfg)
         );
         std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        files.push((id, path, cfg.me().expect("validated").api_addr));
+        let me = cfg.me().expect("validated");
+        files.push((id, path, me.api_addr, me.grpc_addr));
     }
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -185,7 +196,7 @@ pub fn up(a: &UpArgs) -> Result<ExitCode, String> {
 
 async fn supervise(
     exe: PathBuf,
-    files: Vec<(u16, PathBuf, SocketAddr)>,
+    files: Vec<(u16, PathBuf, SocketAddr, Option<SocketAddr>)>,
     root: PathBuf,
     base_port: u16,
 ) -> Result<ExitCode, String> {
@@ -196,7 +207,7 @@ async fn supervise(
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<(u16, std::io::Result<ExitStatus>)>();
     let mut nodes = Vec::new();
     let mut pipes: Vec<JoinHandle<()>> = Vec::new();
-    for (id, path, api) in &files {
+    for (id, path, api, grpc) in &files {
         let mut cmd = Command::new(&exe);
         cmd.arg("server")
             .arg("--config")
@@ -233,6 +244,7 @@ async fn supervise(
             pid,
             exited,
             api: *api,
+            grpc: *grpc,
         });
     }
     println!(
@@ -382,6 +394,13 @@ fn report_exit(id: u16, st: std::io::Result<ExitStatus>, alive: usize) {
 }
 
 fn print_intro(nodes: &[Node], readiness: &[Readiness], base_port: u16) {
+    print!("{}", intro(nodes, readiness, base_port));
+    let _ = std::io::stdout().flush();
+}
+
+/// What `synod up` prints once the nodes are up: each node's endpoints and
+/// state, and how to send a first decision.
+fn intro(nodes: &[Node], readiness: &[Readiness], base_port: u16) -> String {
     let mut s = String::from("\n[synod up] cluster endpoints:\n");
     for (n, r) in nodes.iter().zip(readiness) {
         let what = match r {
@@ -393,8 +412,9 @@ fn print_intro(nodes: &[Node], readiness: &[Readiness], base_port: u16) {
             Readiness::NotAnswering => "not answering /livez or /readyz".to_string(),
             Readiness::Exited => "exited".to_string(),
         };
+        let grpc = n.grpc.map_or(String::new(), |g| format!("  grpc {g}"));
         s.push_str(&format!(
-            "  node-{}  http://{}  pid {}  {what}\n",
+            "  node-{}  http://{}{grpc}  pid {}  {what}\n",
             n.id, n.api, n.pid
         ));
     }
@@ -414,13 +434,13 @@ fn print_intro(nodes: &[Node], readiness: &[Readiness], base_port: u16) {
          \x20 synod propose{endpoints} --op 'set-stock sku-42 10'\n\
          \x20 synod propose{endpoints} --op 'reserve sku-42 1'\n\
          \x20 synod status{endpoints}\n\
+         gRPC: service synod.v1.Synod on the grpc addresses above (crates/runtime/proto/synod/v1/synod.proto).\n\
          Ctrl-C stops the cluster.\n",
         u0 = url(0),
         u1 = url(1),
         u2 = url(2),
     ));
-    print!("{s}");
-    let _ = std::io::stdout().flush();
+    s
 }
 
 /// Stops every child and reports how each ended; the cluster was asked to
@@ -521,6 +541,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.me().unwrap().api_addr.port(), 9001);
         assert_eq!(c.me().unwrap().peer_addr.port(), 9101);
+        assert_eq!(c.me().unwrap().grpc_addr.unwrap().port(), 9201);
         assert_eq!(c, {
             let mut d = NodeConfig::local(1, 5, Path::new("/tmp/x"));
             d.members = c.members.clone();
@@ -543,6 +564,58 @@ mod tests {
         // node-1's HTTP port is the taken one.
         let e = check_ports_free(3, port - 1).unwrap_err();
         assert!(e.contains(&format!("port {port} (node-1 HTTP API)")), "{e}");
+        // node-2's gRPC port is the taken one (HTTP and transport free).
+        if port > GRPC_PORT_OFFSET + 2 {
+            let base = port - GRPC_PORT_OFFSET - 2;
+            if (0..3).all(|i| {
+                TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                    && TcpListener::bind(("127.0.0.1", base + TRANSPORT_PORT_OFFSET + i)).is_ok()
+            }) {
+                let e = check_ports_free(3, base).unwrap_err();
+                assert!(e.contains(&format!("port {port} (node-2 gRPC API)")), "{e}");
+            }
+        }
+    }
+
+    /// The per-node file `synod up` writes carries `grpc_addr` and reads
+    /// back the same; a misspelt member key is still an error.
+    #[test]
+    fn node_files_carry_grpc_addr_and_refuse_unknown_member_keys() {
+        let c = local_config(0, 3, Path::new("/r"), 9000);
+        let text = config::to_toml(&c);
+        assert!(text.contains("grpc_addr = \"127.0.0.1:9202\""), "{text}");
+        let back: NodeConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        // Without grpc_addr a member serves no gRPC.
+        let plain = text.replace("grpc_addr = ", "# grpc_addr = ");
+        let back: NodeConfig = toml::from_str(&plain).unwrap();
+        assert!(back.members.iter().all(|m| m.grpc_addr.is_none()));
+        let typo = text.replace("grpc_addr", "grpc_adr");
+        let e = toml::from_str::<NodeConfig>(&typo).unwrap_err().to_string();
+        assert!(e.contains("grpc_adr"), "{e}");
+    }
+
+    #[test]
+    fn intro_names_every_grpc_endpoint() {
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| Node {
+                id: i,
+                pid: 1,
+                exited: Arc::new(AtomicBool::new(false)),
+                api: at(9000 + i),
+                grpc: Some(at(9200 + i)),
+            })
+            .collect();
+        let text = intro(&nodes, &[Readiness::Ready; 3], 9000);
+        for i in 0..3 {
+            assert!(
+                text.contains(&format!(
+                    "node-{i}  http://127.0.0.1:900{i}  grpc 127.0.0.1:920{i}"
+                )),
+                "{text}"
+            );
+        }
     }
 
     #[test]
