@@ -35,6 +35,11 @@ pub fn api_addr(base: u16, id: u16) -> String {
     format!("127.0.0.1:{}", base + id)
 }
 
+/// Replica `id`'s gRPC address in a cluster made by [`Cluster::with_grpc`].
+pub fn grpc_addr(base: u16, id: u16) -> String {
+    format!("127.0.0.1:{}", base + 20 + id)
+}
+
 impl Cluster {
     /// Writes configs for `n` replicas (HTTP `base+id`, transport
     /// `base+10+id`; so tests 20 ports apart never collide) under a fresh temp dir. `extra` is appended to every
@@ -77,6 +82,25 @@ impl Cluster {
             base_port,
             procs,
         }
+    }
+
+    /// Like [`Cluster::new`], and every member also serves gRPC on
+    /// `base+20+id` ([`grpc_addr`]); so a gRPC cluster spans 30 ports.
+    pub fn with_grpc(name: &str, n: u16, base_port: u16, extra: &str) -> Cluster {
+        let c = Cluster::new(name, n, base_port, extra);
+        for p in &c.procs {
+            let mut text = fs::read_to_string(&p.config).unwrap();
+            for i in 0..n {
+                let api = format!("api_addr = \"{}\"\n", api_addr(base_port, i));
+                assert!(text.contains(&api), "{text}");
+                text = text.replace(
+                    &api,
+                    &format!("{api}grpc_addr = \"{}\"\n", grpc_addr(base_port, i)),
+                );
+            }
+            fs::write(&p.config, text).unwrap();
+        }
+        c
     }
 
     pub fn data_dir(&self, id: u16) -> PathBuf {
