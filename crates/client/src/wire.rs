@@ -190,7 +190,7 @@ pub struct StreamEvent {
     pub token: String,
 }
 
-/// `GET /v1/keys/{key}`: a local (non-linearizable) read.
+/// `GET /v1/keys/{key}[?consistency=linearizable]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadResponse {
     /// The key.
@@ -199,7 +199,29 @@ pub struct ReadResponse {
     pub version: u64,
     /// Its value, if present.
     pub value: Option<synod_decision::Value>,
-    /// Always `"local"` for now: the replica's own state, which may lag
-    /// the cluster by the decisions it has not executed yet.
+    /// `"local"`: the replica's own state, which may lag the cluster by
+    /// the decisions it has not executed yet (see `staleness`);
+    /// `"linearizable"`: ordered through the protocol.
     pub consistency: String,
+    /// For a local read, how far this replica's state may be behind.
+    /// Absent for a linearizable read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<Staleness>,
+}
+
+/// How stale a local read may be, as the replica saw it when it answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staleness {
+    /// Instances this replica has executed (its applied state).
+    pub executed_instances: u64,
+    /// Instances committed here but not executed yet (waiting for
+    /// dependencies): decisions already decided that the read does not see.
+    pub pending_execution: u64,
+    /// Instances some peer reported executed (in its last heartbeat, at
+    /// most a few ticks old) that this replica has not: an estimate of how
+    /// far the read lags the most advanced replica.
+    pub behind_peers: u64,
+    /// Age of the oldest decision committed here and not executed, in
+    /// milliseconds (0 if none waits).
+    pub oldest_unexecuted_ms: u64,
 }

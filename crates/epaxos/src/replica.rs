@@ -982,6 +982,25 @@ impl Replica {
         edges
     }
 
+    /// Current-epoch instances some peer reported executed (its last
+    /// heartbeat) that are beyond this replica's executed prefix, summed
+    /// over origins: how far this replica's state lags the most advanced
+    /// peer, as far as it knows.
+    pub fn executed_behind_peers(&self) -> u64 {
+        let mut behind = 0;
+        for &o in self.config.members() {
+            let mine = self.executed_prefix.get(&o).copied().unwrap_or(0);
+            let best = self
+                .peer_executed
+                .values()
+                .filter_map(|p| p.get(&o).copied())
+                .max()
+                .unwrap_or(0);
+            behind += best.saturating_sub(mine);
+        }
+        behind
+    }
+
     /// Advances `executed_prefix` over ids the executor has processed.
     fn advance_executed(&mut self) {
         let epoch = self.config.epoch;

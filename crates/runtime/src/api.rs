@@ -445,6 +445,7 @@ impl Api {
                             version: *version,
                             value: value.clone(),
                             consistency: "linearizable".into(),
+                            staleness: None,
                         }),
                         other => Err(ApiError::Unavailable(format!(
                             "unexpected read result {other:?}"

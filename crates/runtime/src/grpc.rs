@@ -194,6 +194,12 @@ impl proto::synod_server::Synod for Service {
             version: r.version,
             value: r.value.map(Into::into),
             consistency: served.into(),
+            staleness: r.staleness.map(|s| proto::Staleness {
+                executed_instances: s.executed_instances,
+                pending_execution: s.pending_execution,
+                behind_peers: s.behind_peers,
+                oldest_unexecuted_ms: s.oldest_unexecuted_ms,
+            }),
         }))
     }
 

@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synod_client::wire::{LogCommand, LogEntry, LogResponse, ReadResponse, StatusResponse};
+use synod_client::wire::{
+    LogCommand, LogEntry, LogResponse, ReadResponse, Staleness, StatusResponse,
+};
 use synod_decision::{Outcome, StateMachine};
 use synod_epaxos::{Envelope, InstanceRecord, Message, Options, Output, Replica, Write};
 use synod_storage::{Lsn, Wal, WalOptions};
@@ -750,12 +752,22 @@ impl Node {
                 });
             }
             Query::Read { key, reply } => {
-                let _ = reply.send(ReadResponse {
-                    version: self.app.version(&key),
-                    value: self.app.value(&key).cloned(),
-                    key,
-                    consistency: "local".into(),
-                });
+                let now = Instant::now();
+                let _ =
+                    reply.send(ReadResponse {
+                        version: self.app.version(&key),
+                        value: self.app.value(&key).cloned(),
+                        key,
+                        consistency: "local".into(),
+                        staleness: Some(Staleness {
+                            executed_instances: self.applied_ids.len() as u64,
+                            pending_execution: self.replica.pending_execution() as u64,
+                            behind_peers: self.replica.executed_behind_peers(),
+                            oldest_unexecuted_ms: self.committed_at.values().min().map_or(0, |t| {
+                                now.saturating_duration_since(*t).as_millis() as u64
+                            }),
+                        }),
+                    });
             }
             Query::Ready(reply) => {
                 let _ = reply.send(self.ready());

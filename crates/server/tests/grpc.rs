@@ -145,6 +145,7 @@ fn propose_read_retry_errors_limits_and_status() {
         assert_eq!(stock(&lin), Some(7), "{lin:?}");
         assert_eq!(lin.version, 2);
         assert_eq!(lin.consistency, proto::Consistency::Linearizable as i32);
+        assert!(lin.staleness.is_none(), "a linearizable read is not stale");
 
         // A local read catches up, and says it is local.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -155,7 +156,10 @@ fn propose_read_retry_errors_limits_and_status() {
                 .unwrap()
                 .into_inner();
             assert_eq!(local.consistency, proto::Consistency::Local as i32);
+            let st = local.staleness.expect("a local read states its staleness");
             if stock(&local) == Some(7) {
+                // Caught up: it has executed at least the two writes.
+                assert!(st.executed_instances >= 2, "{st:?}");
                 break;
             }
             assert!(

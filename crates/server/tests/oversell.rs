@@ -187,6 +187,13 @@ fn fifty_agents_never_oversell_across_a_replica_restart() {
             Some(synod_decision::Value::Stock(0)),
             "replica {i}"
         );
+        // A local read states how stale it may be: after convergence this
+        // replica executed the set-up and the reservations (in batches),
+        // and nothing committed waits.
+        assert_eq!(r.consistency, "local");
+        let st = r.staleness.expect("a local read states its staleness");
+        assert!(st.executed_instances >= 2, "replica {i}: {st:?}");
+        assert_eq!(st.pending_execution, 0, "replica {i}: {st:?}");
     }
 }
 
@@ -213,6 +220,7 @@ fn linearizable_reads_see_every_acknowledged_write() {
         let reader = c.client(((round + 1) % 3) as u16);
         let r = reader.read_linearizable("lin/key").unwrap();
         assert_eq!(r.consistency, "linearizable");
+        assert!(r.staleness.is_none());
         assert_eq!(
             r.value,
             Some(synod_decision::Value::Bytes(round.to_be_bytes().to_vec())),
