@@ -169,6 +169,10 @@ pub struct LogResponse {
     pub entries: Vec<LogEntry>,
     /// Index to ask for next.
     pub next: u64,
+    /// Index the next executed instance will get: `head - next` entries
+    /// exist beyond this page (how far a reader of this page lags).
+    #[serde(default)]
+    pub head: u64,
     /// [`crate::frontier::Frontier`] token of the instances this replica
     /// applied before its log's first retained entry (from its snapshot, or
     /// dropped by the retention limit): a stream can resume here only from a

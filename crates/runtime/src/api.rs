@@ -469,7 +469,7 @@ impl Api {
         &self,
         from: &str,
     ) -> Result<impl Stream<Item = Result<StreamEvent, ApiError>> + Send + 'static, ApiError> {
-        let events = crate::stream::open(self.handle.clone(), from)
+        let events = crate::stream::open(self.handle.clone(), &self.metrics, from)
             .await
             .map_err(|e| match e {
                 StreamError::BadToken(m) => ApiError::InvalidArgument(format!("from: {m}")),

@@ -46,7 +46,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use synod_storage::WalStats;
@@ -167,6 +167,9 @@ pub struct Metrics {
     executed: Counter,
     execute_latency: Histogram,
     oldest_unexecuted_age: Gauge<f64, AtomicU64>,
+    subscribers: Gauge,
+    subscriber_lag: Family<[(&'static str, String); 1], Gauge>,
+    next_subscriber: Arc<AtomicU64>,
     instances_submitted: Counter,
     dependency_ids_listed: Counter,
 }
@@ -191,6 +194,9 @@ impl Metrics {
             executed: Counter::default(),
             execute_latency: Histogram::new(COMMIT_LATENCY_BUCKETS),
             oldest_unexecuted_age: Gauge::default(),
+            subscribers: Gauge::default(),
+            subscriber_lag: Family::default(),
+            next_subscriber: Arc::new(AtomicU64::new(0)),
             instances_submitted: Counter::default(),
             dependency_ids_listed: Counter::default(),
         };
@@ -281,6 +287,16 @@ impl Metrics {
             m.oldest_unexecuted_age.clone(),
         );
         r.register(
+            "synod_subscribers",
+            "Open committed-stream subscriptions (SSE and gRPC Subscribe)",
+            m.subscribers.clone(),
+        );
+        r.register(
+            "synod_subscriber_lag",
+            "Executed instances a subscriber has not been sent yet, per open subscription (numbered per process)",
+            m.subscriber_lag.clone(),
+        );
+        r.register(
             "synod_instances_submitted",
             "Own instances (batches of decisions) this replica submitted",
             m.instances_submitted.clone(),
@@ -321,6 +337,18 @@ impl Metrics {
         self.rejected.get_or_create(&why.labels()).inc();
     }
 
+    /// A subscription opened: its lag gauge, removed when it is dropped.
+    pub fn subscriber(&self) -> SubscriberLag {
+        let n = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        self.subscribers.inc();
+        let labels = [("subscriber", n.to_string())];
+        let _ = self.subscriber_lag.get_or_create(&labels);
+        SubscriberLag {
+            metrics: self.clone(),
+            labels,
+        }
+    }
+
     /// An instance executed `after` its commit was released here.
     pub fn executed_after(&self, after: Duration) {
         self.execute_latency.observe(after.as_secs_f64());
@@ -350,6 +378,31 @@ impl Metrics {
         self.in_flight_instances.set(gauge(s.in_flight));
         self.waiting_proposals.set(gauge(s.waiting_proposals));
         self.wal_unsynced_records.set(gauge(s.wal_unsynced_records));
+    }
+}
+
+/// One open subscription's `synod_subscriber_lag` series; dropping it
+/// removes the series and decrements `synod_subscribers`.
+#[derive(Debug)]
+pub struct SubscriberLag {
+    metrics: Metrics,
+    labels: [(&'static str, String); 1],
+}
+
+impl SubscriberLag {
+    /// Executed instances this subscriber has not been sent yet.
+    pub fn set(&self, lag: u64) {
+        self.metrics
+            .subscriber_lag
+            .get_or_create(&self.labels)
+            .set(gauge(lag));
+    }
+}
+
+impl Drop for SubscriberLag {
+    fn drop(&mut self) {
+        self.metrics.subscribers.dec();
+        self.metrics.subscriber_lag.remove(&self.labels);
     }
 }
 
@@ -595,6 +648,21 @@ mod tests {
         assert_eq!(sample(&t, "synod_recoveries_total"), 10.0);
         assert_eq!(sample(&t, "synod_pending_execution"), 0.0);
         assert_eq!(sample(&t, "synod_oldest_unexecuted_age_seconds"), 0.0);
+        {
+            let a = m.subscriber();
+            let _b = m.subscriber();
+            a.set(42);
+            let t = m.encode();
+            assert_eq!(sample(&t, "synod_subscribers"), 2.0);
+            assert_eq!(sample(&t, "synod_subscriber_lag{subscriber=\"0\"}"), 42.0);
+            assert_eq!(sample(&t, "synod_subscriber_lag{subscriber=\"1\"}"), 0.0);
+        }
+        let t = m.encode();
+        assert_eq!(sample(&t, "synod_subscribers"), 0.0);
+        assert!(
+            !t.contains("synod_subscriber_lag{"),
+            "closed subscriptions leave no series"
+        );
         m.executed_after(Duration::from_millis(3));
         let t = m.encode();
         assert_eq!(sample(&t, "synod_execute_latency_seconds_count"), 1.0);

@@ -748,6 +748,7 @@ impl Node {
                     boot_id: self.boot_id,
                     entries,
                     next,
+                    head: self.log_base + self.log.len() as u64,
                     base: self.history_base.encode(),
                 });
             }

@@ -17,6 +17,7 @@
 //! [`STREAM_POLL`] when it has caught up; a restart of the replica ends the
 //! stream (its log starts over) and the subscriber resumes with its token.
 
+use crate::metrics::{Metrics, SubscriberLag};
 use crate::node::{Handle, Query};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use std::collections::VecDeque;
@@ -64,6 +65,19 @@ struct State {
     boot_id: u64,
     next: u64,
     buffer: VecDeque<LogEntry>,
+    /// The log's head at the last page.
+    head: u64,
+    /// `synod_subscriber_lag{subscriber}`; removed when the stream ends.
+    lag: SubscriberLag,
+}
+
+impl State {
+    /// Entries executed here that this subscriber has not been sent yet
+    /// (as of the last page).
+    fn update_lag(&self) {
+        let delivered = self.next - self.buffer.len() as u64;
+        self.lag.set(self.head.saturating_sub(delivered));
+    }
 }
 
 /// Opens the stream for `from` (a token, empty for "from the beginning").
@@ -75,6 +89,7 @@ struct State {
 /// token.
 pub async fn open(
     handle: Handle,
+    metrics: &Metrics,
     from: &str,
 ) -> Result<
     impl futures_util::Stream<Item = Result<StreamEvent, String>> + Send + 'static,
@@ -96,7 +111,10 @@ pub async fn open(
         boot_id: first.boot_id,
         next: first.next,
         buffer: first.entries.into(),
+        head: first.head,
+        lag: metrics.subscriber(),
     };
+    state.update_lag();
     // `None` once the ending `Err` has been yielded.
     Ok(futures_util::stream::unfold(Some(state), |st| async move {
         let mut st = st?;
@@ -110,6 +128,7 @@ pub async fn open(
                     commands: e.commands,
                     token: st.token.encode(),
                 };
+                st.update_lag();
                 return Some((Ok(ev), Some(st)));
             }
             let p = match page(&st.handle, st.next).await {
@@ -130,12 +149,15 @@ pub async fn open(
                     None,
                 ));
             }
+            st.head = p.head;
             if p.entries.is_empty() {
+                st.update_lag();
                 tokio::time::sleep(STREAM_POLL).await;
                 continue;
             }
             st.next = p.next;
             st.buffer = p.entries.into();
+            st.update_lag();
         }
     }))
 }

@@ -28,6 +28,21 @@ fn stream_status(addr: &str, token: &str) -> u16 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// The body of a plain `GET path`.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut s, &mut all).unwrap();
+    all.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// A subscription pinned to one replica (no failover).
 fn subscribe_on(addr: &str, token: &str) -> synod_client::subscribe::Subscription {
     synod_client::Client::new([addr]).unwrap().subscribe(token)
@@ -84,6 +99,18 @@ fn a_subscriber_moves_between_replicas_without_gaps_or_duplicates() {
     while let Some(e) = sub.next(Duration::from_millis(800)).unwrap() {
         events.push(e);
     }
+    // The replica counts the open subscription, and its lag is 0 now
+    // that it has caught up (`synod_subscriber_lag`).
+    let metrics = http_get(&api_addr(c.base_port, 1), "/metrics");
+    let sample = |name: &str| -> Vec<f64> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(sample("synod_subscribers "), vec![1.0], "{metrics}");
+    assert_eq!(sample("synod_subscriber_lag{"), vec![0.0], "{metrics}");
 
     // Exactly once: no instance twice, and every executed instance is there.
     let ids: Vec<_> = events.iter().map(|e| e.instance).collect();
