@@ -33,8 +33,9 @@ fn up_serves_decisions_and_stops_cleanly_on_sigterm() {
     let pid = std::process::id();
     // Away from the default 7000.. so a developer's own `synod up` does not
     // collide; spread by pid so concurrent runs rarely do either.
-    // 24000..=28990 (+100 for transport): clear of the other process
-    // tests (21000..23999) and below the ephemeral port range (32768..).
+    // 24000..=28990 (+100 for transport, +200 for gRPC, so up to 29192):
+    // clear of the other process tests (21000..23999, 29200..) and below
+    // the ephemeral port range (32768..).
     let base_port = 24_000 + (pid % 500) as u16 * 10;
     let dir = std::env::temp_dir().join(format!("synod-up-smoke-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
