@@ -504,15 +504,7 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, Sent> {
-        let io_err = |source: io::Error| match source.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
-                endpoint: endpoint.to_string(),
-            },
-            _ => ClientError::Io {
-                endpoint: endpoint.to_string(),
-                source,
-            },
-        };
+        let io_err = |source: io::Error| io_error(endpoint, source);
         // Until the first byte of the answer, a failure may just be a
         // connection the server closed while it sat idle.
         let stale = |source: io::Error| match io_err(source) {
@@ -555,15 +547,7 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<Response, ClientError> {
         let stream = self.connect(endpoint)?;
-        let io_err = |source: io::Error| match source.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
-                endpoint: endpoint.to_string(),
-            },
-            _ => ClientError::Io {
-                endpoint: endpoint.to_string(),
-                source,
-            },
-        };
+        let io_err = |source: io::Error| io_error(endpoint, source);
         stream
             .set_read_timeout(Some(self.read_timeout))
             .and_then(|_| stream.set_write_timeout(Some(self.read_timeout)))
@@ -606,6 +590,19 @@ enum Sent {
 /// The error of a non-2xx response. A `Retry-After` header (in seconds)
 /// fills in `retry_after_ms` when the body does not give it, and a 429
 /// without a JSON body is still an `overloaded`, retryable error.
+/// An I/O failure talking to `endpoint`: a socket timeout is `Timeout`.
+fn io_error(endpoint: &str, source: io::Error) -> ClientError {
+    match source.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
+            endpoint: endpoint.to_string(),
+        },
+        _ => ClientError::Io {
+            endpoint: endpoint.to_string(),
+            source,
+        },
+    }
+}
+
 fn http_error(resp: &Response) -> ClientError {
     let mut body = serde_json::from_slice::<ErrorBody>(&resp.body).unwrap_or_else(|_| ErrorBody {
         code: if resp.status == 429 {
