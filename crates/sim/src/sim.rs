@@ -553,6 +553,7 @@ impl Sim {
                 messages,
                 executions,
                 aborted,
+                committed,
             } = out;
             let r = self.checker.on_release_point(node);
             if !self.check(r) {
@@ -565,6 +566,7 @@ impl Sim {
                     messages,
                     executions,
                     aborted,
+                    committed,
                 },
             );
             if !writes.is_empty() {
@@ -605,6 +607,7 @@ impl Sim {
                         messages,
                         executions,
                         aborted,
+                        committed,
                     },
                 released,
             } = p;
@@ -623,6 +626,7 @@ impl Sim {
                     messages,
                     executions,
                     aborted,
+                    committed,
                 });
             }
         }
