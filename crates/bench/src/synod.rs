@@ -32,6 +32,9 @@ const START_PORTS: std::ops::Range<u16> = 40_000..60_000;
 /// Offset of a node's transport port from its HTTP port (`synod up`).
 const TRANSPORT_PORT_OFFSET: u16 = 100;
 
+/// `synod up`'s gRPC port offset (`up.rs` `GRPC_PORT_OFFSET`).
+const GRPC_PORT_OFFSET: u16 = 200;
+
 /// Per-request wait the replica is asked for; the bench's decisions are
 /// tiny, so anything slower is an error worth counting.
 const PROPOSE_TIMEOUT_MS: u64 = 10_000;
@@ -208,7 +211,13 @@ impl LocalCluster {
             dir,
             endpoints,
         };
-        cluster.wait_ready()?;
+        if let Err(e) = cluster.wait_ready() {
+            // Dropping the cluster deletes its directory: keep the log's end.
+            let log = std::fs::read_to_string(cluster.dir.join("up.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!("{e}\n--- end of up.log ---\n{}", tail.join("\n")));
+        }
         args.note(&format!(
             "synod: fresh cluster on {} (data in {})",
             cluster.endpoints.join(","),
@@ -233,18 +242,14 @@ impl LocalCluster {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
-                    "synod up exited ({status}) before the cluster was ready; see {}",
-                    self.dir.join("up.log").display()
+                    "synod up exited ({status}) before the cluster was ready"
                 ));
             }
             if clients.iter().all(Client::readyz) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "the cluster was not ready within {READY_WAIT:?}; see {}",
-                    self.dir.join("up.log").display()
-                ));
+                return Err(format!("the cluster was not ready within {READY_WAIT:?}"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -295,10 +300,11 @@ pub fn scratch_dir(root: &Path, what: &str) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// A base port B such that B..B+n and B+100..B+100+n are free now (a race
+/// A base port B such that B..B+n, B+100..B+100+n (transport) and
+/// B+200..B+200+n (gRPC) are free now (a race
 /// with other programs remains; `synod up` then fails and says so).
 pub fn free_base_port(n: u16) -> Result<u16, String> {
-    let span = START_PORTS.end - START_PORTS.start - TRANSPORT_PORT_OFFSET - n;
+    let span = START_PORTS.end - START_PORTS.start - GRPC_PORT_OFFSET - n;
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos())
@@ -306,7 +312,13 @@ pub fn free_base_port(n: u16) -> Result<u16, String> {
     for attempt in 0..200u32 {
         let base = START_PORTS.start
             + (seed.wrapping_add(attempt.wrapping_mul(7919)) % u32::from(span)) as u16;
-        let ports = (0..n).flat_map(|i| [base + i, base + TRANSPORT_PORT_OFFSET + i]);
+        let ports = (0..n).flat_map(|i| {
+            [
+                base + i,
+                base + TRANSPORT_PORT_OFFSET + i,
+                base + GRPC_PORT_OFFSET + i,
+            ]
+        });
         let held: Result<Vec<TcpListener>, _> =
             ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
         if held.is_ok() {
