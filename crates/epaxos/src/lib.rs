@@ -28,6 +28,7 @@ mod replica;
 
 pub use messages::{Envelope, Message};
 pub use replica::{
-    Aborted, Execution, InstanceRecord, Mutation, Options, Output, Replica, Stats, Write,
+    Aborted, EpochState, Execution, InstanceRecord, Mutation, Options, Output, Replica, SealRecord,
+    SealReport, Stats, Write,
 };
 pub use synod_types as types;

@@ -137,6 +137,17 @@ pub enum Message {
         /// the client commands
         cmds: Vec<synod_types::Command>,
     },
+    /// E-member → recoverer or proposer: `id` is outside the closed set K
+    /// of its epoch (epaxos.md §8.2 step 5), so only Nop can ever be chosen
+    /// for it. Sent instead of `RecoverOk` (after joining `ballot`), and
+    /// instead of `ValidateOk` or `AcceptOk` for a non-Nop value. The
+    /// recoverer then proposes Nop at `ballot` (§8.2 step 6).
+    Excluded {
+        /// the recoverer's or proposer's ballot
+        ballot: Ballot,
+        /// instance
+        id: CmdId,
+    },
     /// replica → sender of a stale message: its promise for `id` is `bal`.
     Nack {
         /// instance
@@ -161,6 +172,7 @@ impl Message {
             | Message::ValidateOk { id, .. }
             | Message::Waiting { id, .. }
             | Message::Learn { id }
+            | Message::Excluded { id, .. }
             | Message::Nack { id, .. } => *id,
             Message::Heartbeat { .. } | Message::Forward { .. } => return None,
         })
@@ -181,6 +193,7 @@ impl Message {
             Message::Waiting { .. } => "Waiting",
             Message::Learn { .. } => "Learn",
             Message::Nack { .. } => "Nack",
+            Message::Excluded { .. } => "Excluded",
             Message::Heartbeat { .. } => "Heartbeat",
             Message::Forward { .. } => "Forward",
         }

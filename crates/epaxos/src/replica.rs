@@ -95,9 +95,98 @@ pub enum Write {
         /// its new durable state
         record: Box<InstanceRecord>,
     },
-    /// The id high-water mark: no id with `seq < next_seq` from this origin
-    /// will ever be issued again (epaxos.md §2.2, I21).
+    /// The id high-water mark of the current epoch: no id with `seq <
+    /// next_seq` from this origin will ever be issued again in it
+    /// (epaxos.md §2.2, I21). An `Epoch` write resets it to 0 (ids carry
+    /// their epoch, so `(E+1, 0, o)` is a new id).
     NextSeq(u64),
+    /// The replica learned configuration `epoch` and made it current
+    /// (epaxos.md §8; [`Replica::begin_epoch`]). Apply with
+    /// [`EpochState::apply`]; `next_seq` starts again at 0.
+    Epoch(QuorumConfig),
+    /// Epoch `epoch` is sealed here: no more PreAccepts for its ids, and no
+    /// non-Nop Accept or Validate for its ids outside `known` (K_s) until
+    /// the closed set is published (epaxos.md §8.2 steps 1–3).
+    Sealed {
+        /// the sealed epoch E
+        epoch: u64,
+        /// K_s: the E-ids known here at the seal
+        known: BTreeSet<CmdId>,
+    },
+    /// The closed set K of `epoch` was published (epaxos.md §8.2 step 5).
+    Closed {
+        /// the epoch
+        epoch: u64,
+        /// K
+        k: BTreeSet<CmdId>,
+    },
+}
+
+/// Seal status of one epoch at one replica (epaxos.md §2.2, §8.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealRecord {
+    /// K_s: the ids of the epoch this replica knew when it sealed.
+    pub known: BTreeSet<CmdId>,
+    /// K, once published.
+    pub closed: Option<BTreeSet<CmdId>>,
+}
+
+/// The durable epoch state of a replica: every configuration it has
+/// learned and the seal status of each sealed epoch. Rebuilt on restart
+/// by folding the `Epoch`, `Sealed` and `Closed` writes with
+/// [`EpochState::apply`], starting from [`EpochState::new`] with the
+/// initial configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochState {
+    /// Epoch → configuration; the last one is current.
+    pub configs: BTreeMap<u64, QuorumConfig>,
+    /// Epoch → seal status.
+    pub seals: BTreeMap<u64, SealRecord>,
+}
+
+impl EpochState {
+    /// The state of a replica that knows only `initial`.
+    pub fn new(initial: QuorumConfig) -> Self {
+        let mut configs = BTreeMap::new();
+        configs.insert(initial.epoch, initial);
+        EpochState {
+            configs,
+            seals: BTreeMap::new(),
+        }
+    }
+
+    /// The current (newest) configuration.
+    pub fn current(&self) -> &QuorumConfig {
+        self.configs.values().next_back().expect("one config")
+    }
+
+    /// Folds one durable write in (other writes are ignored).
+    pub fn apply(&mut self, w: &Write) {
+        match w {
+            Write::Epoch(c) => {
+                self.configs.insert(c.epoch, c.clone());
+            }
+            Write::Sealed { epoch, known } => {
+                self.seals.entry(*epoch).or_default().known = known.clone();
+            }
+            Write::Closed { epoch, k } => {
+                self.seals.entry(*epoch).or_default().closed = Some(k.clone());
+            }
+            Write::Instance { .. } | Write::NextSeq(_) => {}
+        }
+    }
+}
+
+/// What a member of a sealed epoch tells the config service (epaxos.md
+/// §8.2 step 4): `SealReport(E, s, K_s)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealReport {
+    /// E
+    pub epoch: u64,
+    /// s
+    pub from: NodeId,
+    /// K_s
+    pub known: BTreeSet<CmdId>,
 }
 
 /// One committed, non-Nop instance ready to be applied, in execution order.
@@ -134,6 +223,11 @@ pub struct Output {
     /// Non-Nop instances committed here in this step (for the runtime's
     /// commit → execution latency; informational, nothing depends on it).
     pub committed: Vec<CmdId>,
+    /// Seal reports for the config service (after the writes are durable).
+    pub seal_reports: Vec<SealReport>,
+    /// Epochs whose closure (K and everything it depends on) became fully
+    /// executed here in this step (epaxos.md §8.3 "complete", local view).
+    pub completed_epochs: Vec<u64>,
 }
 
 impl Output {
@@ -144,6 +238,8 @@ impl Output {
             && self.executions.is_empty()
             && self.aborted.is_empty()
             && self.committed.is_empty()
+            && self.seal_reports.is_empty()
+            && self.completed_epochs.is_empty()
     }
 
     /// Appends `other` after `self`.
@@ -153,6 +249,8 @@ impl Output {
         self.executions.extend(other.executions);
         self.aborted.extend(other.aborted);
         self.committed.extend(other.committed);
+        self.seal_reports.extend(other.seal_reports);
+        self.completed_epochs.extend(other.completed_epochs);
     }
 }
 
@@ -172,6 +270,12 @@ pub enum Mutation {
     /// of a dependency set, and that replica may run the two in the other
     /// order.
     FloorFromOwnExecution,
+    /// (d) No epoch barrier: an instance of epoch E+1 executes as soon as
+    /// its own dependencies are executed, before the closure of epoch E
+    /// (epaxos.md §8.4). Dependency sets of E+1 do not list E-ids (the
+    /// barrier orders them), so conflicting commands of E and E+1 can run
+    /// in different orders on different replicas.
+    NoEpochBarrier,
 }
 
 /// Tunables of a replica. Time is in ticks (one [`Replica::tick`] each).
@@ -391,10 +495,36 @@ struct Watch {
     seen: Option<Ballot>,
 }
 
+/// Whether an id of a sealed epoch may take a non-Nop vote here
+/// (epaxos.md §8.2 steps 3 and 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Not sealed, or in K_s before K is published, or in K.
+    Open,
+    /// Sealed, K not yet published, and not in K_s: refuse non-Nop votes.
+    Refuse,
+    /// K is published and the id is not in it: only Nop can be chosen.
+    Excluded,
+}
+
 /// One EPaxos\* replica. See the crate docs.
 pub struct Replica {
     me: NodeId,
+    /// The current (newest) configuration; equal to `epochs.current()`.
+    /// `me` may not be a member (a replica removed in it still serves the
+    /// epochs it was a member of until they are complete).
     config: QuorumConfig,
+    /// Every configuration learned and the seal status (durable).
+    epochs: EpochState,
+    /// Per closed epoch not yet complete here: the ids of K not yet
+    /// processed by the executor. Complete when empty: an executed id has
+    /// every id reachable from it executed, so K processed means its whole
+    /// dependency closure is (epaxos.md §8.3).
+    remaining: BTreeMap<u64, BTreeSet<CmdId>>,
+    /// Committed ids of a later epoch held back by the epoch barrier
+    /// (epaxos.md §8.4): they reach the executor once every earlier epoch is
+    /// complete here.
+    held: BTreeSet<CmdId>,
     opts: Options,
     rng: SplitMix64,
     /// Logical time in ticks.
@@ -460,6 +590,15 @@ impl Replica {
             config.contains(me),
             "replica {me} is not a member of {config:?}"
         );
+        Replica::blank(me, EpochState::new(config), options)
+    }
+
+    fn blank(me: NodeId, epochs: EpochState, options: Options) -> Self {
+        let config = epochs.current().clone();
+        assert!(
+            epochs.configs.values().any(|c| c.contains(me)),
+            "replica {me} is not a member of any epoch of {epochs:?}"
+        );
         assert!(
             options.batch_size_max > 0 && options.batch_bytes_max > 0,
             "batch_size_max and batch_bytes_max must be positive"
@@ -468,6 +607,9 @@ impl Replica {
             me,
             rng: SplitMix64::new(options.seed ^ (u64::from(me) << 48)),
             config,
+            epochs,
+            remaining: BTreeMap::new(),
+            held: BTreeSet::new(),
             opts: options,
             now: 0,
             next_seq: 0,
@@ -510,12 +652,51 @@ impl Replica {
         next_seq: u64,
         processed: BTreeSet<CmdId>,
     ) -> Self {
-        let mut r = Replica::new(me, config, options);
+        Replica::restart_in(
+            me,
+            EpochState::new(config),
+            options,
+            records,
+            next_seq,
+            processed,
+        )
+    }
+
+    /// [`Replica::restart`] for a replica that has been through epoch
+    /// changes: `epochs` is its durable [`EpochState`] (the initial
+    /// configuration with every `Epoch`, `Sealed` and `Closed` write folded
+    /// in), `next_seq` the durable high-water mark of the current epoch.
+    ///
+    /// Also how a member added in a new epoch starts (epaxos.md §8.4 "new
+    /// members fetch E's committed log or a snapshot"): from a copy of a
+    /// member's epoch state, its committed records of the completed epochs
+    /// and its processed set, with `next_seq = 0`. Records of the new epoch
+    /// must not be copied: they are the donor's votes, not the new member's.
+    pub fn restart_in(
+        me: NodeId,
+        epochs: EpochState,
+        options: Options,
+        records: BTreeMap<CmdId, InstanceRecord>,
+        next_seq: u64,
+        processed: BTreeSet<CmdId>,
+    ) -> Self {
+        let mut r = Replica::blank(me, epochs, options);
         r.next_seq = next_seq;
         r.executor = Executor::restore(processed.iter().copied());
+        for (&e, seal) in &r.epochs.seals {
+            if let Some(k) = &seal.closed {
+                let left: BTreeSet<CmdId> = k
+                    .iter()
+                    .copied()
+                    .filter(|x| !processed.contains(x))
+                    .collect();
+                r.remaining.insert(e, left);
+            }
+        }
+        let current = r.config.epoch;
         let mut committed = Vec::new();
         for (id, rec) in records {
-            if id.origin == me {
+            if id.origin == me && id.epoch == current {
                 assert!(
                     id.seq < next_seq,
                     "durable record {id:?} at or above the durable next_seq {next_seq}"
@@ -535,12 +716,19 @@ impl Replica {
         // executor: expanding a floor needs to see all of them.
         r.advance_executed();
         for id in committed {
-            let rec = &r.insts[&id];
-            let nop = matches!(rec.cmd, Some(Payload::Nop));
-            let edges = r.exec_edges(id, rec);
-            let ready = r.executor.commit(id, &edges, nop);
-            r.emit_executions(ready);
+            r.hand_to_executor(id);
         }
+        let chase: Vec<CmdId> = r
+            .remaining
+            .iter()
+            .filter(|(e, _)| r.member_of(**e))
+            .flat_map(|(_, k)| k.iter().copied())
+            .filter(|x| r.insts.get(x).is_none_or(|x| x.phase != Phase::Committed))
+            .collect();
+        for x in chase {
+            r.watch(x, r.opts.commit_timeout_ticks);
+        }
+        r.settle_epochs();
         for &o in r.config.members().to_vec().iter() {
             r.advance_prefix(o);
         }
@@ -638,10 +826,24 @@ impl Replica {
 
     /// Handles one message from `from`.
     pub fn step(&mut self, from: NodeId, msg: Message) -> Output {
-        if from == self.me || !self.config.contains(from) {
+        if from == self.me || !self.epochs.configs.values().any(|c| c.contains(from)) {
             // Self-delivery is synchronous (§1.5); strangers are ignored.
             self.stats.dropped += 1;
             return self.finish();
+        }
+        if let Some(id) = msg.id() {
+            // An instance is decided by the members of its own epoch only
+            // (epaxos.md §8.1); an id of an epoch not learned yet looks like
+            // a lost message (it is retransmitted).
+            let ok = self
+                .epochs
+                .configs
+                .get(&id.epoch)
+                .is_some_and(|c| c.contains(from) && c.contains(self.me));
+            if !ok {
+                self.stats.dropped += 1;
+                return self.finish();
+            }
         }
         match msg {
             Message::PreAccept { id, cmd, dep } => self.on_pre_accept(from, id, cmd, dep),
@@ -694,6 +896,7 @@ impl Replica {
             Message::Waiting { id, k } => self.on_waiting(id, k),
             Message::Learn { id } => self.on_learn(from, id),
             Message::Nack { id, bal } => self.on_nack(id, bal),
+            Message::Excluded { ballot, id } => self.on_excluded(id, ballot),
             Message::Heartbeat {
                 epoch,
                 committed_prefix,
@@ -718,7 +921,10 @@ impl Replica {
         self.tick_proposals();
         self.tick_recoveries();
         self.tick_watches();
-        if self.opts.heartbeat_ticks > 0 && self.now.is_multiple_of(self.opts.heartbeat_ticks) {
+        if self.opts.heartbeat_ticks > 0
+            && self.now.is_multiple_of(self.opts.heartbeat_ticks)
+            && self.config.contains(self.me)
+        {
             let committed_prefix = self
                 .committed_prefix
                 .iter()
@@ -742,9 +948,279 @@ impl Replica {
     }
 
     // ----------------------------------------------------------------------
+    // Reconfiguration (epaxos.md §8)
+
+    /// The config service announces configuration `next` (epoch E+1, its
+    /// members, f and e). A member of the current epoch E seals it: it
+    /// persists `Sealed(E, K_s)` (K_s: every E-id it holds a record of or
+    /// sees in a dependency set it holds), from now on ignores PreAccepts
+    /// for E-ids and refuses non-Nop Accepts and Validates for E-ids
+    /// outside K_s until [`Replica::close_epoch`], and reports
+    /// `SealReport(E, K_s)` in [`Output::seal_reports`]. Then `next`
+    /// becomes current (`Write::Epoch`): new batches get E+1 ids and E+1
+    /// quorums, ids restart at seq 0. E-instances are still decided by
+    /// E's members with E's quorums; a member removed in E+1 keeps serving
+    /// them (and forwards client commands to E+1 members).
+    ///
+    /// Idempotent: an epoch at or below the current one is ignored, so the
+    /// caller may deliver it again (e.g. until the `Epoch` write is
+    /// durable). Epochs must be learned in order.
+    ///
+    /// # Panics
+    /// If `next.epoch` skips an epoch.
+    pub fn begin_epoch(&mut self, next: QuorumConfig) -> Output {
+        let cur = self.config.epoch;
+        if next.epoch <= cur {
+            return self.finish();
+        }
+        assert_eq!(
+            next.epoch,
+            cur + 1,
+            "replica {} at epoch {cur} cannot skip to {next:?}",
+            self.me
+        );
+        if self.config.contains(self.me) && !self.epochs.seals.contains_key(&cur) {
+            // §8.2 step 1: K_s, the E-ids known here.
+            let mut known = BTreeSet::new();
+            for (id, r) in &self.insts {
+                if id.epoch == cur {
+                    known.insert(*id);
+                }
+                for d in [&r.dep, &r.init_dep] {
+                    known.extend(d.explicit().iter().copied().filter(|x| x.epoch == cur));
+                }
+            }
+            let w = Write::Sealed {
+                epoch: cur,
+                known: known.clone(),
+            };
+            self.epochs.apply(&w);
+            self.out.writes.push(w);
+            self.out.seal_reports.push(SealReport {
+                epoch: cur,
+                from: self.me,
+                known,
+            });
+        }
+        let w = Write::Epoch(next.clone());
+        self.epochs.apply(&w);
+        self.out.writes.push(w);
+        self.config = next;
+        self.next_seq = 0;
+        // Heartbeat prefixes are per current epoch (epaxos.md §2.5 floors are
+        // per (epoch, origin)): start the new epoch's from scratch.
+        self.committed_prefix.clear();
+        self.executed_prefix.clear();
+        self.peer_executed.clear();
+        self.finish()
+    }
+
+    /// The config service publishes the closed set K of sealed epoch
+    /// `epoch` (epaxos.md §8.2 step 5). Persists `Closed(E, K)`; from now on
+    /// Recover, Validate and non-Nop Accept for an E-id outside K are
+    /// answered with `Excluded`, and a recovery of such an id proposes Nop.
+    /// Every id of K not committed here is chased (Learn, then recovery)
+    /// until the closure of K is executed; then the epoch is reported in
+    /// [`Output::completed_epochs`] and the epoch barrier lifts.
+    ///
+    /// Ignored unless `epoch` is sealed here (or this replica is not a
+    /// member of it) and not yet closed; the caller delivers
+    /// [`Replica::begin_epoch`] first and may retry.
+    pub fn close_epoch(&mut self, epoch: u64, k: BTreeSet<CmdId>) -> Output {
+        let ready = epoch < self.config.epoch
+            && self
+                .epochs
+                .seals
+                .get(&epoch)
+                .is_none_or(|s| s.closed.is_none())
+            && (self.epochs.seals.contains_key(&epoch)
+                || !self
+                    .epochs
+                    .configs
+                    .get(&epoch)
+                    .is_some_and(|c| c.contains(self.me)));
+        if !ready {
+            return self.finish();
+        }
+        let w = Write::Closed {
+            epoch,
+            k: k.clone(),
+        };
+        self.epochs.apply(&w);
+        self.out.writes.push(w);
+        let left: BTreeSet<CmdId> = k
+            .into_iter()
+            .filter(|x| !self.executor.is_processed(*x))
+            .collect();
+        if self.member_of(epoch) {
+            for &x in &left {
+                if self
+                    .insts
+                    .get(&x)
+                    .is_none_or(|r| r.phase != Phase::Committed)
+                {
+                    self.watch(x, 0);
+                }
+            }
+        }
+        if left.is_empty() {
+            self.out.completed_epochs.push(epoch);
+        }
+        self.remaining.insert(epoch, left);
+        self.finish()
+    }
+
+    /// The durable epoch state (configurations and seals).
+    pub fn epoch_state(&self) -> &EpochState {
+        &self.epochs
+    }
+
+    /// The seal report of `epoch`, if sealed here (for a config service
+    /// that lost it).
+    pub fn seal_report(&self, epoch: u64) -> Option<SealReport> {
+        self.epochs.seals.get(&epoch).map(|s| SealReport {
+            epoch,
+            from: self.me,
+            known: s.known.clone(),
+        })
+    }
+
+    /// True once `epoch` is closed and its closure is executed here (or it
+    /// is the current epoch's predecessor chain's end: epochs this replica
+    /// was never a member of and holds no seal for count as complete).
+    pub fn epoch_complete(&self, epoch: u64) -> bool {
+        match self.epochs.seals.get(&epoch) {
+            Some(s) => {
+                s.closed.is_some() && self.remaining.get(&epoch).is_none_or(|r| r.is_empty())
+            }
+            None => epoch < self.config.epoch && !self.member_of(epoch),
+        }
+    }
+
+    fn member_of(&self, epoch: u64) -> bool {
+        self.epochs
+            .configs
+            .get(&epoch)
+            .is_some_and(|c| c.contains(self.me))
+    }
+
+    /// The configuration of `epoch` (known: messages of unknown epochs are
+    /// dropped in `step`).
+    fn cfg(&self, epoch: u64) -> &QuorumConfig {
+        self.epochs.configs.get(&epoch).unwrap_or(&self.config)
+    }
+
+    /// Ids of epochs above this one wait for the barrier.
+    fn barrier(&self) -> u64 {
+        if self.opts.mutation == Some(Mutation::NoEpochBarrier) {
+            return u64::MAX;
+        }
+        self.epochs
+            .configs
+            .keys()
+            .copied()
+            .filter(|&e| e < self.config.epoch)
+            .find(|&e| !self.epoch_complete(e))
+            .unwrap_or(u64::MAX)
+    }
+
+    fn gate(&self, id: CmdId) -> Gate {
+        match self.epochs.seals.get(&id.epoch) {
+            None => Gate::Open,
+            Some(s) => match &s.closed {
+                Some(k) if k.contains(&id) => Gate::Open,
+                Some(_) => Gate::Excluded,
+                None if s.known.contains(&id) => Gate::Open,
+                None => Gate::Refuse,
+            },
+        }
+    }
+
+    /// Hands committed `id` to the executor, or holds it behind the epoch
+    /// barrier.
+    fn hand_to_executor(&mut self, id: CmdId) {
+        if id.epoch > self.barrier() {
+            self.held.insert(id);
+            return;
+        }
+        let rec = &self.insts[&id];
+        let nop = matches!(rec.cmd, Some(Payload::Nop));
+        let edges = self.exec_edges(id, rec);
+        let ready = self.executor.commit(id, &edges, nop);
+        self.emit_executions(ready);
+    }
+
+    /// Drops processed ids from `remaining`, reports epochs that became
+    /// complete and releases what the barrier held.
+    fn settle_epochs(&mut self) {
+        loop {
+            let mut done = Vec::new();
+            for (&e, left) in self.remaining.iter_mut() {
+                if left.is_empty() {
+                    continue;
+                }
+                let ex = &self.executor;
+                left.retain(|x| !ex.is_processed(*x));
+                if left.is_empty() {
+                    done.push(e);
+                }
+            }
+            self.out.completed_epochs.extend(done.iter().copied());
+            if self.held.is_empty() {
+                return;
+            }
+            let barrier = self.barrier();
+            let free: Vec<CmdId> = self
+                .held
+                .iter()
+                .copied()
+                .filter(|x| x.epoch <= barrier)
+                .collect();
+            if free.is_empty() {
+                return;
+            }
+            for x in free {
+                self.held.remove(&x);
+                self.hand_to_executor(x);
+            }
+            self.advance_executed();
+        }
+    }
+
+    /// A recovery or proposal of `id` at `ballot` met an id outside K:
+    /// propose Nop at that ballot (epaxos.md §8.2 step 6).
+    fn on_excluded(&mut self, id: CmdId, ballot: Ballot) {
+        if self.gate(id) != Gate::Excluded {
+            // Stale (cannot happen: K is published to all before anyone
+            // answers Excluded) — ignore.
+            self.stats.dropped += 1;
+            return;
+        }
+        let proposed = self.proposals.get(&id).filter(|p| p.ballot == ballot);
+        match proposed {
+            None => {
+                if self.active_recovery(id, ballot) {
+                    self.propose_in_recovery(id, ballot, Payload::Nop, Deps::new());
+                }
+            }
+            Some(p) if !p.payload.is_nop() => {
+                // A non-Nop proposal at this ballot cannot succeed, and a
+                // second value at the same ballot is not allowed (I6): drop
+                // it; the next attempt, at a higher ballot, proposes Nop.
+                self.proposals.remove(&id);
+                self.recoveries.remove(&id);
+            }
+            Some(_) => {}
+        }
+    }
+
+    // ----------------------------------------------------------------------
     // Output plumbing
 
     fn finish(&mut self) -> Output {
+        if !self.remaining.is_empty() {
+            self.settle_epochs();
+        }
         if self.recheck_waiting {
             self.recheck_waiting = false;
             let waiting: Vec<CmdId> = self
@@ -783,14 +1259,18 @@ impl Replica {
         }
     }
 
+    /// Sends to every other member of the epoch of the message's id (of the
+    /// current epoch for `Heartbeat`).
     fn send_all(&mut self, msg: &Message) {
-        let others = self.others();
+        let epoch = msg.id().map_or(self.config.epoch, |id| id.epoch);
+        let others = self.others(epoch);
         self.send_each(others, msg);
     }
 
-    fn others(&self) -> Vec<NodeId> {
+    /// The other members of `epoch`.
+    fn others(&self, epoch: u64) -> Vec<NodeId> {
         let me = self.me;
-        self.config
+        self.cfg(epoch)
             .members()
             .iter()
             .copied()
@@ -800,8 +1280,8 @@ impl Replica {
 
     /// The `count` other members closest to this one on the ring (the thrifty
     /// set, epaxos.md §3.8).
-    fn closest(&self, count: usize) -> Vec<NodeId> {
-        let members = self.config.members();
+    fn closest(&self, epoch: u64, count: usize) -> Vec<NodeId> {
+        let members = self.cfg(epoch).members();
         let pos = members.iter().position(|&m| m == self.me).expect("member");
         (1..members.len())
             .map(|i| members[(pos + i) % members.len()])
@@ -809,11 +1289,11 @@ impl Replica {
             .collect()
     }
 
-    fn rank_from(&self, origin: NodeId) -> u64 {
-        let members = self.config.members();
+    fn rank_from(&self, epoch: u64, origin: NodeId) -> u64 {
+        let members = self.cfg(epoch).members();
         let n = members.len();
         let o = members.iter().position(|&m| m == origin).unwrap_or(0);
-        let p = members.iter().position(|&m| m == self.me).expect("member");
+        let p = members.iter().position(|&m| m == self.me).unwrap_or(0);
         ((p + n - o) % n) as u64
     }
 
@@ -901,17 +1381,26 @@ impl Replica {
     /// as `floor` plus the ids above it: everything the floor covers is
     /// executed at every member (see [`Replica::stable_floor`]), so this is
     /// the same set, without walking the history below the floor.
+    ///
+    /// Only ids of `id`'s own epoch are listed: the epoch barrier (§8.4)
+    /// already runs every executed id of an earlier epoch before any id of
+    /// a later one on every replica, and an id of a later epoch is never
+    /// known here while `id`'s epoch still pre-accepts (a replica seals
+    /// before it learns the next epoch). So Visibility across epochs holds
+    /// through the barrier, and dependency sets never cross an epoch.
     fn local_deps(&self, batch: &[Command], id: CmdId, floor: &Floor) -> Deps {
         let mut deps = Deps::with_floor(floor.clone());
         deps.extend(
             self.conflicting_known(batch, id, floor)
                 .into_iter()
-                .filter(|x| self.insts.get(x).is_some_and(|r| r.cmd.is_some())),
+                .filter(|x| {
+                    x.epoch == id.epoch && self.insts.get(x).is_some_and(|r| r.cmd.is_some())
+                }),
         );
         deps.extend(
             above_floor(&self.nops, floor)
                 .map(|(x, _)| x)
-                .filter(|x| *x != id),
+                .filter(|x| *x != id && x.epoch == id.epoch),
         );
         deps
     }
@@ -1044,7 +1533,7 @@ impl Replica {
     }
 
     fn watch(&mut self, id: CmdId, delay: u64) {
-        let stagger = self.rank_from(id.origin) * 2;
+        let stagger = self.rank_from(id.epoch, id.origin) * 2;
         let next_action = self.now + delay + stagger;
         self.watches.entry(id).or_insert(Watch {
             next_action,
@@ -1060,6 +1549,17 @@ impl Replica {
     /// SUBMIT (§3.2), for the queued batch.
     fn submit_batch(&mut self) {
         if self.batch.is_empty() {
+            return;
+        }
+        if !self.config.contains(self.me) {
+            // Removed in the current epoch: hand the commands to its members
+            // (their owners); clients' retries cover a lost Forward.
+            self.batch_bytes = 0;
+            for cmd in std::mem::take(&mut self.batch) {
+                let key = cmd.keys.first().map_or("", |(k, _)| &**k);
+                let owner = self.owner_of(key);
+                self.send(owner, Message::Forward { cmds: vec![cmd] });
+            }
             return;
         }
         let batch: Batch = Arc::new(std::mem::take(&mut self.batch));
@@ -1100,9 +1600,9 @@ impl Replica {
             r.dep = d0.clone();
         });
         let targets = if self.opts.thrifty {
-            self.closest(self.config.fast_quorum() - 1)
+            self.closest(id.epoch, self.config.fast_quorum() - 1)
         } else {
-            self.others()
+            self.others(id.epoch)
         };
         let mut replies = BTreeMap::new();
         replies.insert(self.me, d0.clone());
@@ -1127,7 +1627,9 @@ impl Replica {
 
     /// PreAccept handler (§3.3).
     fn on_pre_accept(&mut self, from: NodeId, id: CmdId, cmd: Batch, dep: Deps) {
-        if id.origin != from {
+        if id.origin != from || self.epochs.seals.contains_key(&id.epoch) {
+            // §8.2 step 2: a sealed epoch takes no more PreAccepts (as if
+            // the message were lost).
             self.stats.dropped += 1;
             return;
         }
@@ -1186,8 +1688,12 @@ impl Replica {
         let Some(rec) = self.insts.get(&id) else {
             return;
         };
-        if rec.phase != Phase::PreAccepted || !rec.bal.is_initial() {
-            // The instance is in someone else's hands (or decided).
+        if rec.phase != Phase::PreAccepted
+            || !rec.bal.is_initial()
+            || self.gate(id) == Gate::Excluded
+        {
+            // The instance is in someone else's hands (or decided), or
+            // outside K: only a recovery's Nop can decide it now.
             self.coords.remove(&id);
             return;
         }
@@ -1198,11 +1704,12 @@ impl Replica {
         let matching = coord.replies.values().filter(|d| *d == d0).count();
         let received = coord.replies.len();
         let mismatched = received - matching;
-        let mut fast_quorum = self.config.fast_quorum();
+        let cfg = self.cfg(id.epoch);
+        let mut fast_quorum = cfg.fast_quorum();
         if self.opts.mutation == Some(Mutation::FastQuorumTooSmall) {
             fast_quorum -= 1;
         }
-        let e = self.config.e();
+        let (e, slow_quorum) = (cfg.e(), cfg.slow_quorum());
         if matching >= fast_quorum {
             // FAST: commit locally in the same atomic step (§1.5).
             let batch = rec.init_cmd.clone().expect("origin knows its batch");
@@ -1218,7 +1725,7 @@ impl Replica {
                 dep: d0,
             };
             self.send_all(&msg);
-        } else if received >= self.config.slow_quorum()
+        } else if received >= slow_quorum
             && (mismatched > e || timed_out || received == coord.asked.len() + 1)
         {
             // SLOW: Accept(initial) with the union of the replies.
@@ -1248,6 +1755,15 @@ impl Replica {
         if rec.phase == Phase::Committed || rec.bal != b {
             return;
         }
+        if !payload.is_nop() {
+            match self.gate(id) {
+                Gate::Open => {}
+                // §8.2 step 3 applies to our own vote too; a later attempt
+                // (after K) proposes Nop.
+                Gate::Refuse => return,
+                Gate::Excluded => return self.propose_value(id, b, Payload::Nop, Deps::new()),
+            }
+        }
         let (p2, d2) = (payload.clone(), dep.clone());
         self.update(id, |r| {
             r.abal = b;
@@ -1256,9 +1772,9 @@ impl Replica {
             r.phase = Phase::Accepted;
         });
         let targets = if self.opts.thrifty {
-            self.closest(self.config.slow_quorum() - 1)
+            self.closest(id.epoch, self.cfg(id.epoch).slow_quorum() - 1)
         } else {
-            self.others()
+            self.others(id.epoch)
         };
         let msg = Message::Accept {
             ballot: b,
@@ -1286,6 +1802,25 @@ impl Replica {
         if b.node != from {
             self.stats.dropped += 1;
             return;
+        }
+        if !payload.is_nop()
+            && self
+                .insts
+                .get(&id)
+                .is_none_or(|r| r.phase != Phase::Committed)
+        {
+            match self.gate(id) {
+                Gate::Open => {}
+                Gate::Refuse => {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                Gate::Excluded => {
+                    self.stats.dropped += 1;
+                    self.send(from, Message::Excluded { ballot: b, id });
+                    return;
+                }
+            }
         }
         if let Some(r) = self.insts.get(&id) {
             if r.bal > b {
@@ -1326,7 +1861,7 @@ impl Replica {
             return;
         }
         p.oks.insert(from);
-        if p.oks.len() >= self.config.slow_quorum() {
+        if p.oks.len() >= self.cfg(id.epoch).slow_quorum() {
             let p = self.proposals.remove(&id).expect("present");
             debug_assert_eq!(rec.cmd.as_ref(), Some(&p.payload));
             self.commit_locally(id, b, p.payload.clone(), p.dep.clone());
@@ -1417,9 +1952,7 @@ impl Replica {
         if !nop {
             self.out.committed.push(id);
         }
-        let edges = self.exec_edges(id, &self.insts[&id]);
-        let ready = self.executor.commit(id, &edges, nop);
-        self.emit_executions(ready);
+        self.hand_to_executor(id);
         if id.epoch == self.config.epoch {
             self.advance_prefix(id.origin);
         }
@@ -1637,6 +2170,14 @@ impl Replica {
             self.update(id, |r| r.bal = b);
         }
         let r = &self.insts[&id];
+        if r.phase != Phase::Committed && self.gate(id) == Gate::Excluded {
+            // §8.2 step 5: promised b, and only Nop can be chosen.
+            if self.recoveries.get(&id).is_some_and(|rc| rc.ballot < b) {
+                self.abandon_recovery(id);
+            }
+            self.send(from, Message::Excluded { ballot: b, id });
+            return;
+        }
         // Mutation (a): a single ballot variable reports the promise held
         // before this Recover where the vote ballot belongs (Sutra's bug).
         let abal = if self.opts.mutation == Some(Mutation::SingleBallot) {
@@ -1664,6 +2205,22 @@ impl Replica {
             self.stats.dropped += 1;
             return;
         };
+        if r.phase != Phase::Committed {
+            match self.gate(id) {
+                Gate::Open => {}
+                Gate::Refuse => {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                Gate::Excluded => {
+                    if r.bal == b && b.node == from {
+                        self.send(from, Message::Excluded { ballot: b, id });
+                    }
+                    self.stats.dropped += 1;
+                    return;
+                }
+            }
+        }
         if r.bal != b || b.node != from {
             self.stats.dropped += 1;
             if r.bal > b {
@@ -1717,7 +2274,9 @@ impl Replica {
         let mut out = Vec::new();
         // Ids under `d`'s floor are in `d`: skipping them skips nothing.
         for x in self.conflicting_known(c, id, d.floor()) {
-            if d.contains(&x) {
+            // Other epochs are ordered by the barrier, not by deps (see
+            // `local_deps`): they witness nothing about a fast commit.
+            if d.contains(&x) || x.epoch != id.epoch {
                 continue;
             }
             let r = &self.insts[&x];
@@ -1751,6 +2310,7 @@ impl Replica {
             .insts
             .get(&id)
             .is_some_and(|r| r.phase == Phase::Committed)
+            || !self.member_of(id.epoch)
         {
             return;
         }
@@ -1795,6 +2355,12 @@ impl Replica {
                 started: self.now,
             },
         );
+        if self.gate(id) == Gate::Excluded {
+            // Outside K: Nop is the only value that can be chosen (§8.2
+            // step 6), so no phase 1 replies are needed to pick it.
+            self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
+            return;
+        }
         self.send_all(&Message::Recover { ballot: b, id });
     }
 
@@ -1820,7 +2386,7 @@ impl Replica {
             self.stats.dropped += 1;
             return;
         }
-        let n_f = self.config.slow_quorum();
+        let n_f = self.cfg(id.epoch).slow_quorum();
         let rc = self.recoveries.get_mut(&id).expect("active");
         match rc.stage {
             Stage::Collect => {
@@ -1871,11 +2437,19 @@ impl Replica {
             .filter(|r| r.phase == Phase::PreAccepted && r.dep == r.init_dep)
             .collect();
         let k = r_max.len();
-        if k >= q.len() - self.config.e() && k > 0 {
+        if k >= q.len() - self.cfg(id.epoch).e() && k > 0 {
             let (c, d) = match &r_max[0].cmd {
                 Some(Payload::Op(batch)) => (batch.clone(), r_max[0].dep.clone()),
                 other => panic!("PreAccepted {id:?} with payload {other:?}"),
             };
+            match self.gate(id) {
+                Gate::Open => {}
+                // Our own Validate counts as one of S's; retry after K.
+                Gate::Refuse => return self.abandon_recovery(id),
+                Gate::Excluded => {
+                    return self.propose_in_recovery(id, b, Payload::Nop, Deps::new())
+                }
+            }
             // R4: Validate to Q, own copy synchronously.
             let members: Vec<NodeId> = q.keys().copied().filter(|&m| m != self.me).collect();
             let own = self.apply_validate(id, c.clone(), d.clone());
@@ -1950,7 +2524,9 @@ impl Replica {
             return;
         }
         // R5.3
-        if rc.k == rc.q.len() - self.config.e() && i.keys().any(|x| !rc.q.contains(&x.origin)) {
+        if rc.k == rc.q.len() - self.cfg(id.epoch).e()
+            && i.keys().any(|x| !rc.q.contains(&x.origin))
+        {
             self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
             return;
         }
@@ -2027,7 +2603,8 @@ impl Replica {
             return;
         }
         // W3
-        let limit = self.config.n() - self.config.f() - self.config.e();
+        let cfg = self.cfg(id.epoch);
+        let limit = cfg.n() - cfg.f() - cfg.e();
         if i.keys()
             .any(|x| self.waiting_hint.get(x).is_some_and(|&k| k > limit))
         {
@@ -2066,7 +2643,7 @@ impl Replica {
                 let c = &self.coords[&id];
                 (
                     self.now >= c.started + self.opts.fast_timeout_ticks,
-                    c.asked.len() + 1 < self.config.n(),
+                    c.asked.len() + 1 < self.cfg(id.epoch).n(),
                 )
             };
             // Thrifty (§3.8): when the fast set is late, first widen to every
@@ -2086,7 +2663,7 @@ impl Replica {
                 // Retransmit to every peer that has not answered; a thrifty
                 // set widens to everyone (§3.8).
                 let missing: Vec<NodeId> = self
-                    .others()
+                    .others(id.epoch)
                     .into_iter()
                     .filter(|m| !c.replies.contains_key(m))
                     .collect();
@@ -2117,7 +2694,7 @@ impl Replica {
                 continue;
             }
             let missing: Vec<NodeId> = self
-                .others()
+                .others(id.epoch)
                 .into_iter()
                 .filter(|m| !p.oks.contains(m))
                 .collect();
@@ -2150,7 +2727,7 @@ impl Replica {
             let b = rc.ballot;
             let (targets, msg): (Vec<NodeId>, Message) = match &rc.stage {
                 Stage::Collect => (
-                    self.others()
+                    self.others(id.epoch)
                         .into_iter()
                         .filter(|m| !rc.replies.contains_key(m))
                         .collect(),
@@ -2170,14 +2747,14 @@ impl Replica {
                 ),
                 Stage::Waiting { .. } => (
                     // Re-send the hint, and ask the rest for late replies (W4).
-                    self.others(),
+                    self.others(id.epoch),
                     Message::Waiting { id, k: rc.k },
                 ),
                 Stage::Finished => continue,
             };
             let in_wait = matches!(rc.stage, Stage::Waiting { .. });
             let outside_q: Vec<NodeId> = self
-                .others()
+                .others(id.epoch)
                 .into_iter()
                 .filter(|m| !rc.q.contains(m) && !rc.late.contains_key(m))
                 .collect();

@@ -268,6 +268,13 @@ pub fn open_storage(
                 out.records.insert(id, *record);
             }
             WalRecord::Write(Write::NextSeq(s)) => out.next_seq = out.next_seq.max(s),
+            WalRecord::Write(
+                w @ (Write::Epoch(_) | Write::Sealed { .. } | Write::Closed { .. }),
+            ) => {
+                return Err(RuntimeError(format!(
+                    "WAL record {lsn}: {w:?}: epoch changes need the control plane, which this runtime does not run yet"
+                )));
+            }
         }
     }
     Ok((wal, out))

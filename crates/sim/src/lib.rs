@@ -121,6 +121,7 @@ pub fn parse_mutation(s: &str) -> Option<Mutation> {
         "single-ballot" => Some(Mutation::SingleBallot),
         "fast-quorum-too-small" => Some(Mutation::FastQuorumTooSmall),
         "floor-from-own-execution" => Some(Mutation::FloorFromOwnExecution),
+        "no-epoch-barrier" => Some(Mutation::NoEpochBarrier),
         _ => None,
     }
 }
@@ -131,6 +132,7 @@ pub fn mutation_name(m: Mutation) -> &'static str {
         Mutation::SingleBallot => "single-ballot",
         Mutation::FastQuorumTooSmall => "fast-quorum-too-small",
         Mutation::FloorFromOwnExecution => "floor-from-own-execution",
+        Mutation::NoEpochBarrier => "no-epoch-barrier",
     }
 }
 

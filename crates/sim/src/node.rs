@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_decision::StateMachine;
 use synod_epaxos::{InstanceRecord, Output, Replica, Write};
-use synod_types::{CmdId, NodeId, Payload, Phase};
+use synod_types::{CmdId, NodeId, Payload, Phase, QuorumConfig};
 
 /// An output waiting for its fsync.
 #[derive(Debug)]
@@ -37,6 +37,9 @@ pub struct Durable {
     pub app: StateMachine,
     /// Execution order at this replica (`exec_p` of epaxos.md §6).
     pub exec_log: Vec<CmdId>,
+    /// The durable `Epoch`, `Sealed` and `Closed` writes, in order (folded
+    /// into a `synod_epaxos::EpochState` at restart).
+    pub epoch_log: Vec<Write>,
     /// Per `(epoch, origin)`, a prefix of ids known to be [`Durable::is_done`]
     /// (a cache for [`Durable::done_prefix`]; done is permanent).
     done_prefix: std::cell::RefCell<BTreeMap<(u64, NodeId), u64>>,
@@ -50,6 +53,12 @@ impl Durable {
                 self.records.insert(id, *record);
             }
             Write::NextSeq(s) => self.next_seq = self.next_seq.max(s),
+            Write::Epoch(_) => {
+                // Ids restart at seq 0 in a new epoch.
+                self.next_seq = 0;
+                self.epoch_log.push(write);
+            }
+            Write::Sealed { .. } | Write::Closed { .. } => self.epoch_log.push(write),
         }
     }
 
@@ -80,6 +89,15 @@ impl Durable {
             *n += 1;
         }
         *n
+    }
+
+    /// The durable epoch state, given the initial configuration.
+    pub fn epochs(&self, initial: &QuorumConfig) -> synod_epaxos::EpochState {
+        let mut e = synod_epaxos::EpochState::new(initial.clone());
+        for w in &self.epoch_log {
+            e.apply(w);
+        }
+        e
     }
 
     /// True if `id` is committed durably and processed here.

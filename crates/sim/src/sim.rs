@@ -172,6 +172,7 @@ fn describe(msg: &Message, verbose: bool) -> String {
         Message::Waiting { id, k } => format!("Waiting {id:?} k={k}"),
         Message::Learn { id } => format!("Learn {id:?}"),
         Message::Nack { id, bal } => format!("Nack {id:?} bal={bal:?}"),
+        Message::Excluded { ballot, id } => format!("Excluded {id:?} {ballot:?}"),
         Message::Heartbeat {
             epoch,
             committed_prefix,
@@ -509,6 +510,13 @@ impl Sim {
                     }
                 ),
                 synod_epaxos::Write::NextSeq(s) => format!("next_seq={s}"),
+                synod_epaxos::Write::Epoch(c) => format!("epoch={}{:?}", c.epoch, c.members()),
+                synod_epaxos::Write::Sealed { epoch, known } => {
+                    format!("sealed e{epoch} |Ks|={}", known.len())
+                }
+                synod_epaxos::Write::Closed { epoch, k } => {
+                    format!("closed e{epoch} |K|={}", k.len())
+                }
             })
             .collect();
         let execs: Vec<String> = out
@@ -554,6 +562,7 @@ impl Sim {
                 executions,
                 aborted,
                 committed,
+                ..
             } = out;
             let r = self.checker.on_release_point(node);
             if !self.check(r) {
@@ -567,6 +576,7 @@ impl Sim {
                     executions,
                     aborted,
                     committed,
+                    ..Output::default()
                 },
             );
             if !writes.is_empty() {
@@ -608,6 +618,7 @@ impl Sim {
                         executions,
                         aborted,
                         committed,
+                        ..
                     },
                 released,
             } = p;
@@ -627,6 +638,7 @@ impl Sim {
                     executions,
                     aborted,
                     committed,
+                    ..Output::default()
                 });
             }
         }

@@ -606,6 +606,7 @@ impl Run {
             match w {
                 Write::NextSeq(s) => self.nodes[p as usize].next_seq = *s,
                 Write::Instance { id, record } => self.observe_write(p, *id, (**record).clone()),
+                _ => {}
             }
         }
         for env in &out.messages {
@@ -1222,7 +1223,7 @@ impl Run {
                     .iter()
                     .find_map(|w| match w {
                         Write::NextSeq(s) => s.checked_sub(1),
-                        Write::Instance { .. } => None,
+                        _ => None,
                     })
                     .ok_or_else(|| format!("submit at {p} issued no id"))?;
                 let id = CmdId {

@@ -29,6 +29,7 @@ pub fn on_crash(node: NodeId, lost: &[PendingOutput]) -> Check {
                 discarded.push(match w {
                     Write::Instance { id, record } => format!("{id:?}→{:?}", record.phase),
                     Write::NextSeq(s) => format!("next_seq {s}"),
+                    other => format!("{other:?}"),
                 });
             }
         }
