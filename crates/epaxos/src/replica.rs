@@ -1067,6 +1067,27 @@ impl Replica {
             self.out.completed_epochs.push(epoch);
         }
         self.remaining.insert(epoch, left);
+        if self.member_of(epoch) {
+            let outside: Vec<CmdId> = self
+                .insts
+                .range(
+                    CmdId {
+                        epoch,
+                        seq: 0,
+                        origin: 0,
+                    }..CmdId {
+                        epoch: epoch + 1,
+                        seq: 0,
+                        origin: 0,
+                    },
+                )
+                .filter(|(x, r)| r.phase != Phase::Committed && self.gate(**x) == Gate::Excluded)
+                .map(|(x, _)| *x)
+                .collect();
+            for x in outside {
+                self.decide_excluded(x);
+            }
+        }
         self.finish()
     }
 
@@ -1187,31 +1208,36 @@ impl Replica {
         }
     }
 
-    /// A recovery or proposal of `id` at `ballot` met an id outside K:
-    /// propose Nop at that ballot (epaxos.md §8.2 step 6).
-    fn on_excluded(&mut self, id: CmdId, ballot: Ballot) {
+    /// A recovery or proposal of `id` at `ballot` met an id outside K
+    /// (epaxos.md §8.2 step 6). Once K is known here too, Nop is decided.
+    /// Before that (K reaches members at different times) the message is
+    /// ignored: this replica's watch retries, and decides once K arrives.
+    fn on_excluded(&mut self, id: CmdId, _ballot: Ballot) {
         if self.gate(id) != Gate::Excluded {
-            // Stale (cannot happen: K is published to all before anyone
-            // answers Excluded) — ignore.
             self.stats.dropped += 1;
             return;
         }
-        let proposed = self.proposals.get(&id).filter(|p| p.ballot == ballot);
-        match proposed {
-            None => {
-                if self.active_recovery(id, ballot) {
-                    self.propose_in_recovery(id, ballot, Payload::Nop, Deps::new());
-                }
-            }
-            Some(p) if !p.payload.is_nop() => {
-                // A non-Nop proposal at this ballot cannot succeed, and a
-                // second value at the same ballot is not allowed (I6): drop
-                // it; the next attempt, at a higher ballot, proposes Nop.
-                self.proposals.remove(&id);
-                self.recoveries.remove(&id);
-            }
-            Some(_) => {}
+        self.decide_excluded(id);
+    }
+
+    /// `id` is outside the published K of its epoch, so Nop is the only
+    /// value that was or can ever be chosen for it (the §8.2 argument: every
+    /// non-Nop decision needs a quorum that meets S, and S members neither
+    /// pre-accept after sealing nor take non-Nop votes outside their K_s).
+    /// So the publication of K decides it, and each member commits the Nop
+    /// locally, without a ballot round. This deviates from §8.2 step 6
+    /// ("the recoverer proposes Nop") on purpose: after the epoch is
+    /// complete, removed members are gone and E's quorums may no longer be
+    /// reachable, but an E-member may still hold a record of such an id.
+    fn decide_excluded(&mut self, id: CmdId) {
+        if self
+            .insts
+            .get(&id)
+            .is_some_and(|r| r.phase == Phase::Committed)
+        {
+            return;
         }
+        self.commit_locally(id, Ballot::initial(id), Payload::Nop, Deps::new());
     }
 
     // ----------------------------------------------------------------------
@@ -2305,6 +2331,9 @@ impl Replica {
 
     /// R1.
     fn start_recovery(&mut self, id: CmdId) {
+        if self.gate(id) == Gate::Excluded && self.member_of(id.epoch) {
+            return self.decide_excluded(id);
+        }
         let cur = self.insts.get(&id).map_or(Ballot::initial(id), |r| r.bal);
         if self
             .insts
@@ -2355,12 +2384,6 @@ impl Replica {
                 started: self.now,
             },
         );
-        if self.gate(id) == Gate::Excluded {
-            // Outside K: Nop is the only value that can be chosen (§8.2
-            // step 6), so no phase 1 replies are needed to pick it.
-            self.propose_in_recovery(id, b, Payload::Nop, Deps::new());
-            return;
-        }
         self.send_all(&Message::Recover { ballot: b, id });
     }
 
@@ -2646,6 +2669,15 @@ impl Replica {
                     c.asked.len() + 1 < self.cfg(id.epoch).n(),
                 )
             };
+            if expired && self.epochs.seals.contains_key(&id.epoch) {
+                // Sealed members ignore PreAccepts (§8.2 step 2), so no more
+                // replies will come: decide with what arrived (slow path if
+                // ≥ n − f), else stop coordinating so that the watch
+                // recovers the instance (a live coordinator never is).
+                self.try_decide_fast_or_slow(id, true);
+                self.coords.remove(&id);
+                continue;
+            }
             // Thrifty (§3.8): when the fast set is late, first widen to every
             // replica and give the fast path one more T_fast; go slow after.
             let widen = expired && narrow;

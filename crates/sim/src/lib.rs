@@ -315,6 +315,12 @@ pub struct SimConfig {
     pub disabled_invariants: Vec<&'static str>,
     /// Search budget of the linearizability checker (GaveUp is a failure).
     pub linearizability_budget: u64,
+    /// Per chaos round, while no epoch change is under way: probability
+    /// that the config-service oracle starts one (add, remove or replace a
+    /// replica, n staying in 3..=7; epaxos.md §8). 0 (the default) keeps
+    /// the membership fixed and the run identical to one without the
+    /// oracle. See `sim.rs` "Reconfiguration".
+    pub reconfig_p: f64,
     /// Time constants.
     pub timing: Timing,
 }
@@ -341,6 +347,7 @@ impl SimConfig {
             trace_verbose: false,
             disabled_invariants: Vec::new(),
             linearizability_budget: 2_000_000,
+            reconfig_p: 0.0,
             timing: Timing::default(),
         }
     }
@@ -365,6 +372,9 @@ impl SimConfig {
     pub fn validate(&self) -> Result<(), String> {
         let qc = synod_types::QuorumConfig::standard(self.replicas)
             .map_err(|e| format!("replicas must be 3, 5 or 7 (got {}: {e})", self.replicas))?;
+        if self.reconfig_p > 0.0 && self.dead_at_heal > 0 {
+            return Err("--reconfig and --dead-at-heal cannot be combined (yet)".into());
+        }
         if self.dead_at_heal > qc.f() {
             return Err(format!(
                 "dead_at_heal = {} but {} replicas tolerate at most f = {} dead \
@@ -430,6 +440,9 @@ impl SimConfig {
         }
         if self.dead_at_heal != 0 {
             cmd.push_str(&format!(" --dead-at-heal {}", self.dead_at_heal));
+        }
+        if self.reconfig_p > 0.0 {
+            cmd.push_str(&format!(" --reconfig {}", self.reconfig_p));
         }
         for name in &self.disabled_invariants {
             cmd.push_str(&format!(" --disable '{name}'"));
@@ -513,8 +526,13 @@ pub struct RunReport {
     pub requests_indeterminate: u64,
     /// True if the run reached quiescence after the heal.
     pub quiescent: bool,
-    /// Replicas that stayed down for good at the heal (`dead_at_heal`).
+    /// Replicas that stayed down for good at the heal (`dead_at_heal`),
+    /// and replicas removed by an epoch change.
     pub dead_nodes: Vec<synod_types::NodeId>,
+    /// Epoch changes started and completed by the config-service oracle.
+    pub epochs_started: u64,
+    /// See `epochs_started`.
+    pub epochs_completed: u64,
     /// The first violation, if any.
     pub violation: Option<Violation>,
 }

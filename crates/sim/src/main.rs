@@ -33,10 +33,12 @@ usage: synod-sim [options]
                             per-message fault probabilities (override the profile)
   --crash P --partition-sym P --partition-asym P
                             per-chaos-round probabilities (override the profile)
+  --reconfig P              per chaos round, probability that the config-service oracle
+                            starts an epoch change (add/remove/replace a replica; default 0)
   --thrifty                 thrifty mode of the core
   --no-forward              do not route contended keys to their owner replica
   --mutation NAME           broken core: single-ballot | fast-quorum-too-small |
-                            floor-from-own-execution
+                            floor-from-own-execution | no-epoch-barrier
   --release-before-durable  broken harness: release outputs before their fsync
   --disable NAME            ignore violations of an invariant (repeatable)
   --trace-lines N           trace lines kept for a report (default 200; --seed keeps all)
@@ -103,6 +105,12 @@ fn parse() -> Result<Args, String> {
             "--steps" => c.steps = value(&mut it, &flag)?,
             "--heal-steps" => c.heal_steps_max = value(&mut it, &flag)?,
             "--dead-at-heal" => c.dead_at_heal = value(&mut it, &flag)?,
+            "--reconfig" => {
+                c.reconfig_p = value(&mut it, &flag)?;
+                if !(0.0..=1.0).contains(&c.reconfig_p) {
+                    return Err("--reconfig must be in 0.0..=1.0".into());
+                }
+            }
             "--clients" => {
                 c.clients = value(&mut it, &flag)?;
                 if c.clients == 0 {
@@ -183,6 +191,8 @@ struct Totals {
     max_pending: usize,
     max_round: u32,
     max_heal_steps: u64,
+    epochs_started: u64,
+    epochs_completed: u64,
     violations: Vec<RunReport>,
 }
 
@@ -192,6 +202,8 @@ impl Totals {
         self.steps += r.steps;
         self.faults.add(&r.faults);
         self.submitted += r.submitted;
+        self.epochs_started += r.epochs_started;
+        self.epochs_completed += r.epochs_completed;
         self.deps_listed += r.deps_listed;
         self.deps_listed_max = self.deps_listed_max.max(r.deps_listed_max);
         self.fast += r.fast_commits;
@@ -318,6 +330,12 @@ fn main() -> ExitCode {
         t.deps_listed as f64 / t.submitted.max(1) as f64,
         t.deps_listed_max
     );
+    if t.epochs_started > 0 {
+        println!(
+            "epoch changes: {} started, {} completed",
+            t.epochs_started, t.epochs_completed
+        );
+    }
     if t.violations.is_empty() {
         println!("0 violations");
         println!(

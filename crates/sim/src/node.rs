@@ -91,6 +91,28 @@ impl Durable {
         *n
     }
 
+    /// What a member added in a new epoch starts from (epaxos.md §8.4 "a
+    /// snapshot"): this store's committed records (chosen values, never
+    /// votes: an uncommitted record would be this node's vote counted a
+    /// second time), executed set, application state, execution log and
+    /// epoch state; `next_seq` 0 (its ids are new in the current epoch).
+    pub fn snapshot(&self) -> Durable {
+        Durable {
+            records: self
+                .records
+                .iter()
+                .filter(|(_, r)| r.phase == Phase::Committed)
+                .map(|(id, r)| (*id, r.clone()))
+                .collect(),
+            next_seq: 0,
+            executed: self.executed.clone(),
+            app: self.app.clone(),
+            exec_log: self.exec_log.clone(),
+            epoch_log: self.epoch_log.clone(),
+            done_prefix: Default::default(),
+        }
+    }
+
     /// The durable epoch state, given the initial configuration.
     pub fn epochs(&self, initial: &QuorumConfig) -> synod_epaxos::EpochState {
         let mut e = synod_epaxos::EpochState::new(initial.clone());
@@ -143,6 +165,20 @@ impl SimNode {
             fsync_scheduled: false,
             incarnation: 0,
             dead: false,
+        }
+    }
+
+    /// A node slot that is not (yet) a member: down, and `dead` so that
+    /// nothing restarts it; the config-service oracle brings it in.
+    pub fn absent(id: NodeId) -> Self {
+        SimNode {
+            id,
+            replica: None,
+            durable: Durable::default(),
+            pending: VecDeque::new(),
+            fsync_scheduled: false,
+            incarnation: 0,
+            dead: true,
         }
     }
 

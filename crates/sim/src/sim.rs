@@ -20,6 +20,7 @@ use crate::rng::{splitmix64, SimRng};
 use crate::trace::Trace;
 use crate::workload;
 use crate::{Profile, RunReport, SimConfig, Violation};
+use std::collections::{BTreeMap, BTreeSet};
 use synod_epaxos::{Message, Options, Output, Replica, Stats};
 use synod_types::{CmdId, Command, NodeId, Payload, QuorumConfig};
 
@@ -55,6 +56,45 @@ enum Event {
     PartitionHeal {
         handle: usize,
     },
+    /// The config-service oracle's periodic step (only with `--reconfig`).
+    Oracle,
+}
+
+/// Node slots with `--reconfig`: ids are never reused (a replica that
+/// leaves never comes back under its id), so added replicas take fresh ids
+/// up to this bound.
+const RECONFIG_SLOTS: usize = 16;
+
+/// One epoch change in progress (epaxos.md §8).
+struct Change {
+    from: QuorumConfig,
+    to: QuorumConfig,
+    /// K_s per reporting member of `from`.
+    reports: BTreeMap<NodeId, BTreeSet<CmdId>>,
+    /// K, once published.
+    k: Option<BTreeSet<CmdId>>,
+    added: Vec<NodeId>,
+    removed: Vec<NodeId>,
+}
+
+/// The config service, modelled as an oracle (the Raft group that will own
+/// the configuration sequence is not written yet). It starts an epoch
+/// change at a random chaos round, tells each member of E the new
+/// configuration at its own random moment (each oracle step, each up
+/// member that has not learned it yet learns it with probability 1/3; a
+/// member that crashed before its `Epoch` write was durable learns it
+/// again), collects the seal reports members release after their fsync,
+/// publishes K (union of the reports) once `n_E − f_E` have arrived, and
+/// delivers K the same way. E is complete when every member of E is up,
+/// fsynced and reports its closure executed; then each added replica starts
+/// from a snapshot of a staying member (`Durable::snapshot` +
+/// `Replica::restart_in`), and each removed replica stops for good.
+struct Oracle {
+    current: QuorumConfig,
+    change: Option<Change>,
+    next_id: NodeId,
+    started: u64,
+    completed: u64,
 }
 
 pub(crate) struct Sim {
@@ -76,6 +116,7 @@ pub(crate) struct Sim {
     max_pending_execution: usize,
     commands_executed: u64,
     quiescent: bool,
+    oracle: Oracle,
 }
 
 fn add_stats(acc: &mut Stats, s: &Stats) {
@@ -200,10 +241,19 @@ impl Sim {
         let rng = SimRng::new(splitmix64(&mut seed_state));
         let workload_rng = SimRng::new(splitmix64(&mut seed_state));
         let n = qc.n();
+        let reconfig = cfg.reconfig_p > 0.0;
+        let slots = if reconfig { RECONFIG_SLOTS } else { n };
         let mut sim = Sim {
-            net: Network::new(n, cfg.faults.net.clone(), cfg.faults.enabled),
+            net: Network::new(slots, cfg.faults.net.clone(), cfg.faults.enabled),
             clients: Clients::new(cfg.clients, n),
-            checker: Checker::new(n, qc.f(), qc.e(), cfg.disabled_invariants.clone()),
+            checker: Checker::new(slots, qc.f(), qc.e(), cfg.disabled_invariants.clone()),
+            oracle: Oracle {
+                current: qc.clone(),
+                change: None,
+                next_id: n as NodeId,
+                started: 0,
+                completed: 0,
+            },
             trace: Trace::new(cfg.trace_lines),
             qc,
             rng,
@@ -221,7 +271,7 @@ impl Sim {
         };
         if !sim.cfg.faults.enabled {
             let (lo, hi) = (sim.cfg.faults.net.delay_min, sim.cfg.faults.net.delay_max);
-            sim.net = Network::new(n, crate::network::NetConfig::timely(lo, hi), false);
+            sim.net = Network::new(slots, crate::network::NetConfig::timely(lo, hi), false);
         }
         for i in 0..n as NodeId {
             let replica = Replica::new(i, sim.qc.clone(), sim.options(i, 0));
@@ -241,6 +291,15 @@ impl Sim {
         }
         let r = invariants::config_sanity::check(&sim.qc);
         sim.check(r);
+        if reconfig {
+            for i in n..slots {
+                sim.nodes.push(SimNode::absent(i as NodeId));
+            }
+            let r = sim.checker.on_config(&sim.qc.clone());
+            sim.check(r);
+            sim.queue
+                .schedule_at(sim.cfg.timing.tick_interval, Event::Oracle);
+        }
         if sim.cfg.faults.enabled {
             sim.queue
                 .schedule_at(sim.cfg.timing.chaos_interval, Event::Chaos);
@@ -338,7 +397,11 @@ impl Sim {
             if let Some(h) = self.healed_at {
                 let since = self.step - h;
                 if since.is_multiple_of(QUIESCENCE_CHECK_EVERY) {
-                    if progress::missing(&self.nodes, &self.checker.ghost, &self.clients).is_none()
+                    // An epoch change under way must finish too (its removed
+                    // replicas stop, its added ones start).
+                    if self.oracle.change.is_none()
+                        && progress::missing(&self.nodes, &self.checker.ghost, &self.clients)
+                            .is_none()
                     {
                         self.quiescent = true;
                         self.log(|| "quiescent: running final checks".into());
@@ -351,9 +414,17 @@ impl Sim {
                         break;
                     }
                     if since >= self.cfg.heal_steps_max {
-                        let what =
+                        let mut what =
                             progress::missing(&self.nodes, &self.checker.ghost, &self.clients)
                                 .unwrap_or_default();
+                        if let Some(ch) = &self.oracle.change {
+                            what.push_str(&format!(
+                                "; epoch change e{} → e{} unfinished (K published: {})",
+                                ch.from.epoch,
+                                ch.to.epoch,
+                                ch.k.is_some()
+                            ));
+                        }
                         let budget = self.cfg.heal_steps_max;
                         self.fail(Fail {
                             invariant: progress::NAME,
@@ -393,7 +464,14 @@ impl Sim {
             requests_answered: self.clients.answered,
             requests_indeterminate: self.clients.indeterminate,
             quiescent: self.quiescent,
-            dead_nodes: self.nodes.iter().filter(|n| n.dead).map(|n| n.id).collect(),
+            dead_nodes: self
+                .nodes
+                .iter()
+                .filter(|n| n.dead && n.replica.is_none() && n.incarnation > 0)
+                .map(|n| n.id)
+                .collect(),
+            epochs_started: self.oracle.started,
+            epochs_completed: self.oracle.completed,
             violation: self.violation.clone(),
         }
     }
@@ -445,6 +523,11 @@ impl Sim {
             Event::PartitionHeal { handle } => {
                 self.log(|| format!("partition {handle} heals"));
                 self.net.heal(handle);
+            }
+            Event::Oracle => {
+                self.oracle_step();
+                self.queue
+                    .schedule_in(self.cfg.timing.tick_interval, Event::Oracle);
             }
         }
     }
@@ -562,6 +645,7 @@ impl Sim {
                 executions,
                 aborted,
                 committed,
+                seal_reports,
                 ..
             } = out;
             let r = self.checker.on_release_point(node);
@@ -576,6 +660,7 @@ impl Sim {
                     executions,
                     aborted,
                     committed,
+                    seal_reports,
                     ..Output::default()
                 },
             );
@@ -618,6 +703,7 @@ impl Sim {
                         executions,
                         aborted,
                         committed,
+                        seal_reports,
                         ..
                     },
                 released,
@@ -638,6 +724,7 @@ impl Sim {
                     executions,
                     aborted,
                     committed,
+                    seal_reports,
                     ..Output::default()
                 });
             }
@@ -657,6 +744,20 @@ impl Sim {
     /// Releases messages, executions and client replies of `out`, in order.
     fn release(&mut self, node: NodeId, out: Output) {
         let i = node as usize;
+        for rep in out.seal_reports {
+            if let Some(ch) = self.oracle.change.as_mut() {
+                if ch.from.epoch == rep.epoch {
+                    let n = rep.known.len();
+                    ch.reports.entry(rep.from).or_insert(rep.known);
+                    self.log(|| {
+                        format!(
+                            "oracle: seal report of e{} from n{node}, |Ks|={n}",
+                            rep.epoch
+                        )
+                    });
+                }
+            }
+        }
         for env in out.messages {
             let r = self.checker.on_send(&self.nodes[i], &env);
             if !self.check(r) {
@@ -883,9 +984,15 @@ impl Sim {
         let fc = self.cfg.faults.clone();
         let n = self.nodes.len();
         let down = n - self.up_nodes().len();
-        if down < self.qc.f() && self.rng.chance(fc.crash_p) {
-            let up = self.up_nodes();
-            let victim = *self.rng.pick(&up).expect("some node is up");
+        let candidates = if self.cfg.reconfig_p > 0.0 {
+            self.crash_candidates()
+        } else if down < self.qc.f() {
+            self.up_nodes()
+        } else {
+            Vec::new()
+        };
+        if !candidates.is_empty() && self.rng.chance(fc.crash_p) {
+            let victim = *self.rng.pick(&candidates).expect("some node is up");
             self.crash(victim);
             let d = self.rng.range_inclusive(fc.downtime_min, fc.downtime_max);
             self.queue.schedule_in(d, Event::Restart { node: victim });
@@ -909,8 +1016,181 @@ impl Sim {
                 self.queue.schedule_in(d, Event::PartitionHeal { handle });
             }
         }
+        if self.cfg.reconfig_p > 0.0
+            && self.oracle.change.is_none()
+            && self.rng.chance(self.cfg.reconfig_p)
+        {
+            self.start_change();
+        }
         self.queue
             .schedule_in(self.cfg.timing.chaos_interval, Event::Chaos);
+    }
+
+    // ----------------------------------------------------------------------
+    // Reconfiguration: the config-service oracle (see `Oracle`)
+
+    /// Up nodes whose crash keeps every configuration in use (the current
+    /// one, and the one being retired) within its `f` down members (an
+    /// added member not yet started counts as down).
+    fn crash_candidates(&self) -> Vec<NodeId> {
+        let mut active = vec![&self.oracle.current];
+        if let Some(ch) = &self.oracle.change {
+            active.push(&ch.from);
+        }
+        let down = |c: &QuorumConfig| {
+            c.members()
+                .iter()
+                .filter(|m| !self.nodes[**m as usize].is_up())
+                .count()
+        };
+        self.up_nodes()
+            .into_iter()
+            .filter(|v| {
+                active
+                    .iter()
+                    .filter(|c| c.contains(*v))
+                    .all(|c| down(c) < c.f())
+            })
+            .collect()
+    }
+
+    fn start_change(&mut self) {
+        let cur = self.oracle.current.clone();
+        let n = cur.n();
+        let fresh = (self.oracle.next_id as usize) < RECONFIG_SLOTS;
+        let mut ops = Vec::new();
+        if n < 7 && fresh {
+            ops.push("add");
+        }
+        if n > 3 {
+            ops.push("remove");
+        }
+        if fresh {
+            ops.push("replace");
+        }
+        let Some(&op) = self.rng.pick(&ops) else {
+            return;
+        };
+        let mut members = cur.members().to_vec();
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
+        if op != "add" {
+            let j = self.rng.below(members.len() as u64) as usize;
+            removed.push(members.remove(j));
+        }
+        if op != "remove" {
+            added.push(self.oracle.next_id);
+            members.push(self.oracle.next_id);
+            self.oracle.next_id += 1;
+        }
+        let n = members.len();
+        let f = (n - 1) / 2;
+        let mut e = f;
+        while e > 1 && n < 2 * e + f - 1 {
+            e -= 1;
+        }
+        let to = QuorumConfig::new(cur.epoch + 1, members, f, e).expect("I22 by construction");
+        let r = self.checker.on_config(&to);
+        if !self.check(r) {
+            return;
+        }
+        let desc = format!(
+            "{op}: e{} {:?} → e{} {:?} (f={f}, e={e})",
+            cur.epoch,
+            cur.members(),
+            to.epoch,
+            to.members()
+        );
+        self.log(|| format!("oracle: epoch change {desc}"));
+        self.oracle.started += 1;
+        self.oracle.current = to.clone();
+        self.oracle.change = Some(Change {
+            from: cur,
+            to,
+            reports: BTreeMap::new(),
+            k: None,
+            added,
+            removed,
+        });
+    }
+
+    fn oracle_step(&mut self) {
+        let Some(ch) = &self.oracle.change else {
+            return;
+        };
+        let (from, to, k) = (ch.from.clone(), ch.to.clone(), ch.k.clone());
+        let e = from.epoch;
+        for &v in from.members() {
+            if self.violation.is_some() || !self.nodes[v as usize].is_up() || !self.rng.chance(0.33)
+            {
+                continue;
+            }
+            let r = self.nodes[v as usize].replica.as_mut().expect("up");
+            let out = if r.config().epoch < to.epoch {
+                r.begin_epoch(to.clone())
+            } else if let Some(k) = k.as_ref().filter(|_| {
+                r.epoch_state()
+                    .seals
+                    .get(&e)
+                    .is_some_and(|s| s.closed.is_none())
+            }) {
+                r.close_epoch(e, k.clone())
+            } else {
+                continue;
+            };
+            self.handle_output(v, Input::Reconfig, out);
+        }
+        if self.violation.is_some() {
+            return;
+        }
+        let ch = self.oracle.change.as_mut().expect("in progress");
+        if ch.k.is_none() && ch.reports.len() >= from.slow_quorum() {
+            let mut k = BTreeSet::new();
+            for ks in ch.reports.values() {
+                k.extend(ks.iter().copied());
+            }
+            let (reports, size) = (ch.reports.len(), k.len());
+            ch.k = Some(k.clone());
+            self.log(|| format!("oracle: K of e{e} published from {reports} reports, |K|={size}"));
+            let r = self.checker.on_publish(e, &k);
+            if !self.check(r) {
+                return;
+            }
+        }
+        let ch = self.oracle.change.as_ref().expect("in progress");
+        let complete = ch.k.is_some()
+            && from.members().iter().all(|&v| {
+                let node = &self.nodes[v as usize];
+                node.pending.is_empty()
+                    && node.replica.as_ref().is_some_and(|r| r.epoch_complete(e))
+            });
+        if !complete {
+            return;
+        }
+        let ch = self.oracle.change.take().expect("in progress");
+        let donor = *from
+            .members()
+            .iter()
+            .find(|m| to.contains(**m))
+            .expect("a member stays");
+        self.log(|| format!("oracle: e{e} complete; donor n{donor}"));
+        for &a in &ch.added {
+            let snap = self.nodes[donor as usize].durable.snapshot();
+            let node = &mut self.nodes[a as usize];
+            node.durable = snap;
+            node.dead = false;
+            self.checker.on_join(a, donor);
+            self.log(|| format!("oracle: n{a} joins from n{donor}'s snapshot"));
+            self.restart(a);
+        }
+        for &r in &ch.removed {
+            if self.nodes[r as usize].is_up() {
+                self.crash(r);
+            }
+            self.nodes[r as usize].dead = true;
+            self.log(|| format!("oracle: n{r} removed"));
+        }
+        self.oracle.completed += 1;
     }
 
     fn crash(&mut self, node: NodeId) {
@@ -948,9 +1228,9 @@ impl Sim {
         let incarnation = self.nodes[i].incarnation;
         let options = self.options(node, incarnation);
         let d = &self.nodes[i].durable;
-        let replica = Replica::restart(
+        let replica = Replica::restart_in(
             node,
-            self.qc.clone(),
+            d.epochs(&self.qc),
             options,
             d.records.clone(),
             d.next_seq,

@@ -13,6 +13,9 @@
 //! - (d) `Mutation::FloorFromOwnExecution`: a coordinator's dependency floor
 //!   (`synod_types::Deps`) is what it executed itself, not what every member
 //!   executed. Needs a replica that lags (loss, partitions: `default`).
+//! - (e) `Mutation::NoEpochBarrier`: an instance of epoch E+1 executes
+//!   before the closure of E (epaxos.md §8.4). Needs epoch changes under
+//!   load (`--reconfig`) and conflicts.
 //!
 //! For each variant, one test with every invariant on (the most direct
 //! checker fires first) and one with the direct checkers disabled, showing
@@ -131,4 +134,30 @@ fn d_floor_from_own_execution_is_caught_without_the_floor_checkers() {
     });
     let inv = r.violation.unwrap().invariant;
     assert!(inv != "I15 No execution before commit" && inv != "I16 Execution well-formedness");
+}
+
+fn reconfig(seed: u64) -> SimConfig {
+    SimConfig {
+        mutation: Some(Mutation::NoEpochBarrier),
+        reconfig_p: 0.5,
+        steps: 3_000,
+        ..base(seed, Profile::Default, 3, 0.5)
+    }
+}
+
+#[test]
+fn e_no_epoch_barrier_is_caught() {
+    first_violation(reconfig);
+}
+
+/// Without the barrier checker, replicas run conflicting commands of two
+/// epochs in different orders (dependency sets never cross an epoch: the
+/// barrier is what orders them), and I17 or a later check fails.
+#[test]
+fn e_no_epoch_barrier_is_caught_without_the_barrier_checker() {
+    let r = first_violation(|seed| SimConfig {
+        disabled_invariants: vec!["Epoch barrier"],
+        ..reconfig(seed)
+    });
+    assert_ne!(r.violation.unwrap().invariant, "Epoch barrier");
 }

@@ -19,6 +19,18 @@ pub fn on_send_commit(
     dep: &Deps,
 ) -> Check {
     let p = show_payload(&Some(payload.clone()));
+    // An id outside its epoch's published closed set K can only ever be
+    // Nop (epaxos.md §8.2): K's publication decides it, no ballot does.
+    if payload.is_nop()
+        && dep.is_empty()
+        && ghost
+            .closed
+            .get(&id.epoch)
+            .is_some_and(|k| !k.contains(&id))
+        && ghost.chosen.get(&id).is_none_or(|c| c.payload.is_nop())
+    {
+        return Ok(());
+    }
     match ghost.chosen.get(&id) {
         None => ensure(false, NAME, || {
             format!("n{from} sends Commit({ballot:?}, {id:?}, {p}, {dep:?}) but nothing is chosen (durably) for {id:?}")

@@ -25,6 +25,11 @@ pub struct State {
 }
 
 impl State {
+    /// `new` starts from a copy of `donor`'s history (a snapshot).
+    pub fn on_join(&mut self, new: NodeId, donor: NodeId) {
+        self.counts[new as usize] = self.counts[donor as usize].clone();
+    }
+
     /// For `n` replicas.
     pub fn new(n: usize) -> Self {
         State {

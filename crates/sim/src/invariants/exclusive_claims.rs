@@ -23,6 +23,11 @@ pub struct State {
 }
 
 impl State {
+    /// `new` starts from a copy of `donor`'s history (a snapshot).
+    pub fn on_join(&mut self, new: NodeId, donor: NodeId) {
+        self.holders[new as usize] = self.holders[donor as usize].clone();
+    }
+
     /// For `n` replicas.
     pub fn new(n: usize) -> Self {
         State {

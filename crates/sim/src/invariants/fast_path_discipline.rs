@@ -36,6 +36,15 @@ pub fn on_write(ghost: &mut Ghost, ctx: &WriteCtx<'_>) -> Check {
     if matches!(ctx.input, Input::Step { kind: "Commit", .. }) {
         return Ok(());
     }
+    // A Nop decided by the publication of K (an id outside it, epaxos.md
+    // §8.2) is not a fast commit.
+    let excluded = ghost
+        .closed
+        .get(&ctx.id.epoch)
+        .is_some_and(|k| !k.contains(&ctx.id));
+    if excluded && matches!(rec.cmd, Some(synod_types::Payload::Nop)) {
+        return Ok(());
+    }
     // No previous record: submitted and committed in one step, i.e. the
     // origin's own pre-accept (atomic with submit) was enough.
     let (prev_phase, prev_bal, d0) = match ctx.prev {
@@ -67,7 +76,7 @@ pub fn on_write(ghost: &mut Ghost, ctx: &WriteCtx<'_>) -> Check {
         .pre_accept_ok
         .get(&id)
         .map_or(0, |s| s.iter().filter(|n| **n != ctx.node).count());
-    let need = ghost.fast_quorum();
+    let need = ghost.fast_quorum(id.epoch);
     ensure(others + 1 >= need, NAME, || {
         format!(
             "{id:?} fast-committed with {} matching PreAcceptOk(D0) (origin included), fast quorum is {need}",

@@ -37,6 +37,43 @@ pub fn on_output(node: &SimNode, submitted: &[CmdId], out: &Output) -> Check {
             .max()
             .unwrap_or(0)
     };
+    let durable_epoch = node
+        .durable
+        .epoch_log
+        .iter()
+        .filter_map(|w| match w {
+            Write::Epoch(c) => Some(c.epoch),
+            _ => None,
+        })
+        .next_back()
+        .unwrap_or(0);
+    if submitted.iter().any(|id| id.epoch != durable_epoch) {
+        // The node learned a new epoch whose `Epoch` write is not durable
+        // yet: ids restart at 0 there, so only the high-water marks written
+        // after that `Epoch` write count.
+        let mut mark = 0u64;
+        let all = node
+            .pending
+            .iter()
+            .flat_map(|p| p.output.writes.iter())
+            .chain(out.writes.iter());
+        for w in all {
+            match w {
+                Write::Epoch(_) => mark = 0,
+                Write::NextSeq(s) => mark = mark.max(*s),
+                _ => {}
+            }
+        }
+        for id in submitted {
+            ensure(id.seq < mark, NAME, || {
+                format!(
+                    "n{} submits {id:?} without persisting a next_seq above it in its epoch (highest: {mark})",
+                    node.id
+                )
+            })?;
+        }
+        return Ok(());
+    }
     let durable = node.durable.next_seq;
     let pending = node
         .pending

@@ -35,11 +35,13 @@ use crate::node::{PendingOutput, SimNode};
 pub mod agreement;
 pub mod ballot_monotonicity;
 pub mod chosen_stability;
+pub mod closed_set;
 pub mod commit_soundness;
 pub mod committed_immutability;
 pub mod config_sanity;
 pub mod consistent_order;
 pub mod durability;
+pub mod epoch_barrier;
 pub mod exactly_once;
 pub mod exclusive_claims;
 pub mod execution_well_formed;
@@ -131,6 +133,8 @@ pub enum Input {
     Tick,
     /// `recover(id)`.
     Recover(CmdId),
+    /// `begin_epoch` or `close_epoch` from the config-service oracle.
+    Reconfig,
     /// `step(from, msg)`.
     Step {
         /// sender
@@ -172,16 +176,32 @@ pub struct Ghost {
     /// Per id: senders of `PreAcceptOk(id, D0)` delivered to the origin's
     /// current incarnation.
     pub pre_accept_ok: HashMap<CmdId, BTreeSet<NodeId>>,
+    /// Every configuration published by the config service (with
+    /// `--reconfig`; otherwise only epoch 0 is known, through n, f, e).
+    pub configs: BTreeMap<u64, synod_types::QuorumConfig>,
+    /// Closed sets K published, per epoch.
+    pub closed: BTreeMap<u64, BTreeSet<CmdId>>,
+    /// Per epoch, ids first committed non-Nop (durably, anywhere).
+    pub committed_ops: BTreeMap<u64, usize>,
 }
 
 impl Ghost {
-    /// Slow quorum `n − f`.
-    pub fn slow_quorum(&self) -> usize {
-        self.n - self.f
+    /// Slow quorum `n − f` of `epoch`.
+    pub fn slow_quorum(&self, epoch: u64) -> usize {
+        self.configs
+            .get(&epoch)
+            .map_or(self.n - self.f, |c| c.slow_quorum())
     }
-    /// Fast quorum `n − e`.
-    pub fn fast_quorum(&self) -> usize {
-        self.n - self.e
+    /// Fast quorum `n − e` of `epoch`.
+    pub fn fast_quorum(&self, epoch: u64) -> usize {
+        self.configs
+            .get(&epoch)
+            .map_or(self.n - self.e, |c| c.fast_quorum())
+    }
+    /// Whether `node` is a member of `epoch` (every node is, without
+    /// reconfiguration).
+    pub fn is_member(&self, epoch: u64, node: NodeId) -> bool {
+        self.configs.get(&epoch).is_none_or(|c| c.contains(node))
     }
 }
 
@@ -319,6 +339,7 @@ pub struct Checker {
     claims: exclusive_claims::State,
     stock: no_oversell::State,
     once: exactly_once::State,
+    barrier: epoch_barrier::State,
     /// Liveness bookkeeping (recovery attempts after the heal).
     pub progress: progress::State,
 }
@@ -343,6 +364,7 @@ impl Checker {
             claims: exclusive_claims::State::new(n),
             stock: no_oversell::State::new(n),
             once: exactly_once::State::new(n),
+            barrier: epoch_barrier::State::new(n),
             progress: Default::default(),
         }
     }
@@ -464,7 +486,9 @@ impl Checker {
             );
             if first {
                 let payload = rec.cmd.clone().expect("committed payload");
+                keep!(self, closed_set::on_first_commit(&self.ghost, id, &payload));
                 if let Payload::Op(batch) = &payload {
+                    *self.ghost.committed_ops.entry(id.epoch).or_insert(0) += 1;
                     keep!(
                         self,
                         visibility::on_first_commit(&self.ghost, id, batch, &rec.dep)
@@ -565,12 +589,37 @@ impl Checker {
         app: &synod_decision::StateMachine,
         clients: &Clients,
     ) -> Check {
+        keep!(self, self.barrier.on_apply(&self.ghost, node, id));
         keep!(self, self.order.on_apply(node, id, batch));
         keep!(self, self.once.on_apply(node, applied));
         keep!(self, self.sm.on_apply(node, applied));
         keep!(self, self.stock.on_apply(node, applied, app, clients));
         keep!(self, self.claims.on_apply(node, applied, app, clients));
         Ok(())
+    }
+
+    /// The config service published configuration `qc` (I22 is checked).
+    pub fn on_config(&mut self, qc: &synod_types::QuorumConfig) -> Check {
+        self.ghost.configs.insert(qc.epoch, qc.clone());
+        keep!(self, config_sanity::check(qc));
+        Ok(())
+    }
+
+    /// The config service published K for `epoch`.
+    pub fn on_publish(&mut self, epoch: u64, k: &BTreeSet<CmdId>) -> Check {
+        self.ghost.closed.insert(epoch, k.clone());
+        keep!(self, closed_set::on_publish(&self.ghost, epoch, k));
+        Ok(())
+    }
+
+    /// `new` joins as a copy of `donor`'s durable state (a snapshot): its
+    /// execution history so far is the donor's.
+    pub fn on_join(&mut self, new: NodeId, donor: NodeId) {
+        self.barrier.on_join(new, donor);
+        self.order.on_join(new, donor);
+        self.once.on_join(new, donor);
+        self.claims.on_join(new, donor);
+        self.stock.on_join(new, donor);
     }
 
     /// `node` crashed, discarding `lost`.
@@ -624,6 +673,8 @@ impl Checker {
 /// Every invariant name this module can report, for `--disable`.
 pub const ALL: &[&str] = &[
     agreement::NAME,
+    closed_set::NAME,
+    epoch_barrier::NAME,
     visibility::NAME,
     single_chosen_value::NAME,
     commit_soundness::NAME,

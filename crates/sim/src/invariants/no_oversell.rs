@@ -29,6 +29,11 @@ pub struct State {
 }
 
 impl State {
+    /// `new` starts from a copy of `donor`'s history (a snapshot).
+    pub fn on_join(&mut self, new: NodeId, donor: NodeId) {
+        self.accounts[new as usize] = self.accounts[donor as usize].clone();
+    }
+
     /// For `n` replicas.
     pub fn new(n: usize) -> Self {
         State {

@@ -87,7 +87,15 @@ pub fn missing(nodes: &[SimNode], ghost: &Ghost, clients: &Clients) -> Option<St
     }
     let mut undone = 0usize;
     for id in &ids {
-        for n in live() {
+        // A replica only runs the epochs it is a member of; a member added
+        // later has the earlier epochs' outcome in its snapshot.
+        // An id left out of its epoch's closed set K can only be a Nop: a
+        // replica that never heard of it need not learn it (nothing
+        // depends on it executing).
+        let outside_k = ghost.closed.get(&id.epoch).is_some_and(|k| !k.contains(id));
+        for n in live().filter(|n| {
+            ghost.is_member(id.epoch, n.id) && (!outside_k || n.durable.records.contains_key(id))
+        }) {
             if !n.durable.is_done(*id) {
                 undone += 1;
                 if undone <= 8 {

@@ -30,7 +30,8 @@ pub fn on_first_commit(ghost: &Ghost, id: CmdId, batch: &[Command], dep: &Deps) 
             if c.step >= created {
                 break;
             }
-            if access == Access::Read && *a_access == Access::Read {
+            // Across epochs the barrier orders them (`epoch_barrier`).
+            if (access == Access::Read && *a_access == Access::Read) || a.epoch != id.epoch {
                 continue;
             }
             if seen.insert(*a) {

@@ -57,7 +57,7 @@ pub fn on_vote(
     dep: &Deps,
     fp: u64,
 ) -> Check {
-    let quorum = ghost.slow_quorum();
+    let quorum = ghost.slow_quorum(id.epoch);
     let voters = ghost.votes.entry((id, ballot)).or_default();
     if !voters.iter().any(|(n, _)| *n == node) {
         voters.push((node, fp));

@@ -22,7 +22,12 @@ pub fn on_first_commit(ghost: &Ghost, id: CmdId, batch: &[Command], dep: &Deps) 
             continue;
         };
         for (other, other_access) in others {
-            if *other == id || (access == Access::Read && *other_access == Access::Read) {
+            // Across epochs the epoch barrier orders conflicting commands,
+            // not dependency sets (epaxos.md §8.4; `epoch_barrier` checks it).
+            if *other == id
+                || other.epoch != id.epoch
+                || (access == Access::Read && *other_access == Access::Read)
+            {
                 continue;
             }
             if !seen.insert(*other) {
