@@ -63,7 +63,18 @@
 //! expect held [count N] <filter>  N held matches (default: at least one)
 //! expect violation <Name>          this invariant (or core assertion) must fire by the end;
 //!                                  it is then not a failure
+//! epoch <E> <m1,m2,..> <f> <e>     define configuration E (epaxos.md §8; the config service)
+//! begin <p> <E>                    Replica::begin_epoch(config E) at p (seals the epoch before)
+//! publish <E>                      K of sealed epoch E = union of the seal reports so far
+//!                                  (error unless at least n−f members of E reported)
+//! close <p> <E>                    Replica::close_epoch(E, K) at p
+//! expect in-k|not-in-k <label> <E> the published K of E contains (or not) the label
+//! expect complete <E> at <p>       p reports E's closure executed (Replica::epoch_complete)
 //! ```
+//!
+//! `submit` names its id in the submitting replica's current epoch. I2 is
+//! checked within an epoch only: across epochs the epoch barrier orders
+//! conflicting commands (I17 still compares execution orders).
 //!
 //! A line may start with `strict:` or `relaxed:` to apply in that mode only.
 //!
@@ -102,10 +113,11 @@
 //! violation named after the first `I<n>` in its text (else `panic`); the
 //! panicking replica is then treated as crashed.
 //!
-//! S9 (durability faults) and S12 (reconfiguration) are not scenario files:
-//! S9 needs crashes between a write and its fsync, which the randomized
-//! simulator covers (see `scenarios/S09-durability.md`); S12 has no core
-//! support yet.
+//! S9 (durability faults) is not a scenario file: it needs crashes between a
+//! write and its fsync, which the randomized simulator covers (see
+//! `scenarios/S09-durability.md`). S12 files keep the membership (a new
+//! epoch of the same replicas); growing and shrinking are covered by
+//! `crates/epaxos/tests/epochs.rs` and the simulator's `--reconfig`.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -219,6 +231,8 @@ struct Node {
     aborted: BTreeSet<CmdId>,
     /// The executor's processed set as persisted at the last crash.
     processed: BTreeSet<CmdId>,
+    /// `Epoch`, `Sealed` and `Closed` writes, in order.
+    epoch_writes: Vec<Write>,
 }
 
 struct Held {
@@ -251,6 +265,8 @@ enum Input {
     Deliver(NodeId, Message),
     Tick,
     Recover(CmdId),
+    Begin(QuorumConfig),
+    Close(u64, BTreeSet<CmdId>),
 }
 
 /// Message filter of `deliver`, `drop`, `dup`, `expect held`.
@@ -314,6 +330,12 @@ struct Run {
     /// Expectation failures and unexpected violations: "line N: ...".
     failures: Vec<String>,
     request: u64,
+    /// Configurations defined by `epoch`.
+    epochs: BTreeMap<u64, QuorumConfig>,
+    /// Seal reports per epoch: reporter → K_s.
+    reports: BTreeMap<u64, BTreeMap<NodeId, BTreeSet<CmdId>>>,
+    /// Published K per epoch.
+    closed: BTreeMap<u64, BTreeSet<CmdId>>,
 }
 
 /// `a ⋈ b` for the pairs I2 and I17 constrain: two non-Nop payloads.
@@ -403,6 +425,9 @@ impl Run {
             line: 0,
             failures: Vec::new(),
             request: 0,
+            epochs: BTreeMap::new(),
+            reports: BTreeMap::new(),
+            closed: BTreeMap::new(),
         }
     }
 
@@ -548,6 +573,7 @@ impl Run {
                 executed: Vec::new(),
                 aborted: BTreeSet::new(),
                 processed: BTreeSet::new(),
+                epoch_writes: Vec::new(),
             });
         }
         Ok(())
@@ -583,6 +609,8 @@ impl Run {
             Input::Deliver(from, msg) => replica.step(from, msg),
             Input::Tick => replica.tick(),
             Input::Recover(id) => replica.recover(id),
+            Input::Begin(c) => replica.begin_epoch(c),
+            Input::Close(e, k) => replica.close_epoch(e, k),
         });
         match result {
             Ok(out) => {
@@ -606,8 +634,19 @@ impl Run {
             match w {
                 Write::NextSeq(s) => self.nodes[p as usize].next_seq = *s,
                 Write::Instance { id, record } => self.observe_write(p, *id, (**record).clone()),
-                _ => {}
+                other => {
+                    if matches!(other, Write::Epoch(_)) {
+                        self.nodes[p as usize].next_seq = 0;
+                    }
+                    self.nodes[p as usize].epoch_writes.push(other.clone());
+                }
             }
+        }
+        for r in &out.seal_reports {
+            self.reports
+                .entry(r.epoch)
+                .or_default()
+                .insert(r.from, r.known.clone());
         }
         for env in &out.messages {
             self.observe_send(p, &env.msg, &pre);
@@ -896,7 +935,11 @@ impl Run {
             .collect();
         for (i, (a, va)) in committed.iter().enumerate() {
             for (b, vb) in &committed[i + 1..] {
-                if payload_conflict(&va.0, &vb.0) && !va.1.contains(b) && !vb.1.contains(a) {
+                if a.epoch == b.epoch
+                    && payload_conflict(&va.0, &vb.0)
+                    && !va.1.contains(b)
+                    && !vb.1.contains(a)
+                {
                     found.push((
                         "I2",
                         format!(
@@ -1227,7 +1270,7 @@ impl Run {
                     })
                     .ok_or_else(|| format!("submit at {p} issued no id"))?;
                 let id = CmdId {
-                    epoch: self.cfg().epoch,
+                    epoch: self.nodes[p as usize].replica.config().epoch,
                     seq,
                     origin: p,
                 };
@@ -1397,13 +1440,58 @@ impl Run {
                 }
                 let (records, next_seq, processed) =
                     (node.durable.clone(), node.next_seq, node.processed.clone());
-                let (cfg, opts) = (self.cfg().clone(), self.opts.clone());
+                let mut epochs = synod_epaxos::EpochState::new(self.cfg().clone());
+                for w in &node.epoch_writes {
+                    epochs.apply(w);
+                }
+                let opts = self.opts.clone();
                 let replica =
-                    guarded(|| Replica::restart(p, cfg, opts, records, next_seq, processed))
+                    guarded(|| Replica::restart_in(p, epochs, opts, records, next_seq, processed))
                         .map_err(|e| format!("restart panicked: {e}"))?;
                 let node = &mut self.nodes[p as usize];
                 node.replica = replica;
                 node.up = true;
+            }
+            ["epoch", e, members, f, ee] => {
+                let e: u64 = e.parse().map_err(|_| "bad epoch")?;
+                let members = members
+                    .split(',')
+                    .map(|m| self.parse_node(m))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let f = f.parse().map_err(|_| "bad f")?;
+                let ee = ee.parse().map_err(|_| "bad e")?;
+                let c = QuorumConfig::new(e, members, f, ee).map_err(|x| x.to_string())?;
+                self.epochs.insert(e, c);
+            }
+            ["begin", p, e] => {
+                let p = self.parse_node(p)?;
+                let e: u64 = e.parse().map_err(|_| "bad epoch")?;
+                let c = self.epochs.get(&e).ok_or("epoch not defined")?.clone();
+                self.step(p, Input::Begin(c))?;
+            }
+            ["publish", e] => {
+                let e: u64 = e.parse().map_err(|_| "bad epoch")?;
+                let c = self
+                    .epochs
+                    .get(&e)
+                    .cloned()
+                    .unwrap_or_else(|| self.cfg().clone());
+                let reports = self.reports.get(&e).cloned().unwrap_or_default();
+                if reports.len() < c.slow_quorum() {
+                    return Err(format!(
+                        "only {} seal reports of epoch {e}, need {}",
+                        reports.len(),
+                        c.slow_quorum()
+                    ));
+                }
+                let k: BTreeSet<CmdId> = reports.values().flatten().copied().collect();
+                self.closed.insert(e, k);
+            }
+            ["close", p, e] => {
+                let p = self.parse_node(p)?;
+                let e: u64 = e.parse().map_err(|_| "bad epoch")?;
+                let k = self.closed.get(&e).ok_or("K not published")?.clone();
+                self.step(p, Input::Close(e, k))?;
             }
             ["dump"] => println!("{}", self.dump()),
             ["expect", rest @ ..] => self.expect(rest)?,
@@ -1547,6 +1635,24 @@ impl Run {
                             shown.join(" ")
                         ));
                     }
+                }
+            }
+            [which @ ("in-k" | "not-in-k"), label, e] => {
+                let id = self.label(label)?;
+                let e: u64 = e.parse().map_err(|_| "bad epoch")?;
+                let k = self.closed.get(&e).ok_or("K not published")?;
+                if k.contains(&id) != (*which == "in-k") {
+                    self.fail(format!(
+                        "{label} is {} K of epoch {e}",
+                        if k.contains(&id) { "in" } else { "not in" }
+                    ));
+                }
+            }
+            ["complete", e, "at", p] => {
+                let e: u64 = e.parse().map_err(|_| "bad epoch")?;
+                let p = self.parse_node(p)?;
+                if !self.node(p)?.replica.epoch_complete(e) {
+                    self.fail(format!("epoch {e} is not complete at node {p}"));
                 }
             }
             [which @ ("aborted" | "not-aborted"), label] => {
