@@ -140,8 +140,9 @@ pub enum Message {
     /// E-member → recoverer or proposer: `id` is outside the closed set K
     /// of its epoch (epaxos.md §8.2 step 5), so only Nop can ever be chosen
     /// for it. Sent instead of `RecoverOk` (after joining `ballot`), and
-    /// instead of `ValidateOk` or `AcceptOk` for a non-Nop value. The
-    /// recoverer then proposes Nop at `ballot` (§8.2 step 6).
+    /// instead of `ValidateOk` or `AcceptOk` for a non-Nop value. A
+    /// receiver that knows K too decides the id Nop (§8.2 step 6; the core
+    /// decides it locally rather than through a ballot round).
     Excluded {
         /// the recoverer's or proposer's ballot
         ballot: Ballot,

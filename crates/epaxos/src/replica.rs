@@ -1018,7 +1018,8 @@ impl Replica {
     /// The config service publishes the closed set K of sealed epoch
     /// `epoch` (epaxos.md §8.2 step 5). Persists `Closed(E, K)`; from now on
     /// Recover, Validate and non-Nop Accept for an E-id outside K are
-    /// answered with `Excluded`, and a recovery of such an id proposes Nop.
+    /// answered with `Excluded`, and every such id known here is decided
+    /// Nop locally (see `decide_excluded`).
     /// Every id of K not committed here is chased (Learn, then recovery)
     /// until the closure of K is executed; then the epoch is reported in
     /// [`Output::completed_epochs`] and the epoch barrier lifts.
