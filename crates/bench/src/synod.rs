@@ -26,8 +26,11 @@ pub const READY_WAIT: Duration = Duration::from_secs(30);
 pub const STOP_WAIT: Duration = Duration::from_secs(20);
 
 /// Range of base ports `--start` picks from: above the ports of
-/// `synod up`'s default (7000) and the test suites (21000–29300).
-const START_PORTS: std::ops::Range<u16> = 40_000..60_000;
+/// `synod up`'s default (7000), the test suites (21000–29600) and Linux's
+/// default ephemeral range (32768–60999), where the bench's own client
+/// connections and etcd's could take a port between the probe and the
+/// bind. The last base leaves room for the gRPC offset.
+const START_PORTS: std::ops::Range<u16> = 61_000..65_200;
 
 /// Offset of a node's transport port from its HTTP port (`synod up`).
 const TRANSPORT_PORT_OFFSET: u16 = 100;
