@@ -435,3 +435,76 @@ fn subscribe_in_order_resume_on_another_replica_gone_and_stop() {
         assert_eq!(md(&e, SYNOD_RETRYABLE), "true");
     });
 }
+
+/// Overload over gRPC, end to end: a replica that admits two waiting
+/// proposals (`limits.max_waiting_proposals`) refuses the rest of a burst
+/// with RESOURCE_EXHAUSTED, `synod-code: overloaded`, retryable, and a
+/// `retry-after-ms` hint; a refused proposal changes nothing (only the
+/// accepted ones are in the replicas' logs).
+#[test]
+fn overload_is_resource_exhausted_with_a_retry_hint_and_changes_nothing() {
+    let mut c = Cluster::with_grpc(
+        "grpc-overload",
+        3,
+        29370,
+        "[limits]\nmax_waiting_proposals = 2\n",
+    );
+    c.start_all();
+    c.wait_ready(Duration::from_secs(20));
+    const BURST: u64 = 64;
+    let rt = runtime();
+    let outcomes: Vec<Result<proto::ProposeResponse, Status>> = rt.block_on(async {
+        let g0 = connect(&c, 0).await;
+        let calls: Vec<_> = (0..BURST)
+            .map(|i| {
+                let mut g = g0.clone();
+                tokio::spawn(async move {
+                    let p = propose(
+                        Some(1_000 + i),
+                        Some(1),
+                        vec![Op::put(format!("burst/{i}"), "x")],
+                    );
+                    g.propose(p).await.map(|r| r.into_inner())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for call in calls {
+            out.push(call.await.unwrap());
+        }
+        out
+    });
+    let mut accepted = BTreeSet::new();
+    let mut refused = 0;
+    for (i, o) in outcomes.iter().enumerate() {
+        match o {
+            Ok(r) => {
+                assert!(!results(r).is_empty(), "call {i}: {r:?}");
+                accepted.insert(1_000 + i as u64);
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "call {i}: {e:?}");
+                assert_eq!(md(e, SYNOD_CODE), "overloaded");
+                assert_eq!(md(e, SYNOD_RETRYABLE), "true");
+                assert!(md(e, RETRY_AFTER_MS).parse::<u64>().unwrap() > 0);
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "a burst of {BURST} never hit a limit of 2");
+    assert!(!accepted.is_empty(), "nothing was accepted");
+    c.wait_converged(Duration::from_secs(30));
+    for id in 0..3 {
+        let applied: BTreeSet<u64> = c
+            .log(id)
+            .iter()
+            .flat_map(|e| e.commands.iter())
+            .filter(|cmd| cmd.applied && (1_000..1_000 + BURST).contains(&cmd.client))
+            .map(|cmd| cmd.client)
+            .collect();
+        assert_eq!(
+            applied, accepted,
+            "replica {id} applied a refused proposal or lost one"
+        );
+    }
+}
