@@ -556,25 +556,52 @@ mod tests {
 
     #[test]
     fn a_taken_port_is_named() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if !(2..=65_000).contains(&port) {
-            return;
+        // node-1's HTTP port is the taken one. The port below it must be
+        // free for that: other tests' connections take ephemeral ports at
+        // any time, so retry with another port if it is not (or stops
+        // being free before the check).
+        let mut named = false;
+        for _ in 0..50 {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            if !(2..=65_000).contains(&port) || TcpListener::bind(("127.0.0.1", port - 1)).is_err()
+            {
+                continue;
+            }
+            let e = check_ports_free(3, port - 1).unwrap_err();
+            if e.contains(&format!("port {} (node-0 HTTP API)", port - 1)) {
+                continue; // taken meanwhile by someone else
+            }
+            assert!(e.contains(&format!("port {port} (node-1 HTTP API)")), "{e}");
+            named = true;
+            break;
         }
-        // node-1's HTTP port is the taken one.
-        let e = check_ports_free(3, port - 1).unwrap_err();
-        assert!(e.contains(&format!("port {port} (node-1 HTTP API)")), "{e}");
-        // node-2's gRPC port is the taken one (HTTP and transport free).
-        if port > GRPC_PORT_OFFSET + 2 {
+        assert!(named, "no ephemeral port with a free neighbour in 50 tries");
+        // node-2's gRPC port is the taken one (HTTP and transport free),
+        // with the same retry for ports other tests take meanwhile.
+        let mut named = false;
+        for _ in 0..50 {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            if port <= GRPC_PORT_OFFSET + 2 {
+                continue;
+            }
             let base = port - GRPC_PORT_OFFSET - 2;
-            if (0..3).all(|i| {
+            if !(0..3).all(|i| {
                 TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                     && TcpListener::bind(("127.0.0.1", base + TRANSPORT_PORT_OFFSET + i)).is_ok()
             }) {
-                let e = check_ports_free(3, base).unwrap_err();
-                assert!(e.contains(&format!("port {port} (node-2 gRPC API)")), "{e}");
+                continue;
             }
+            let e = check_ports_free(3, base).unwrap_err();
+            if !e.contains("gRPC") {
+                continue; // an HTTP or transport port was taken meanwhile
+            }
+            assert!(e.contains(&format!("port {port} (node-2 gRPC API)")), "{e}");
+            named = true;
+            break;
         }
+        assert!(named, "no ephemeral port with free neighbours in 50 tries");
     }
 
     /// The per-node file `synod up` writes carries `grpc_addr` and reads
