@@ -218,8 +218,10 @@ async fn a_wrong_cluster_id_is_refused_and_counted() {
             .await
             .unwrap();
     a.send(1, (0, vec![])).unwrap();
-    eventually("B refuses A's handshake", || {
-        b.stats().handshakes_refused >= 2
+    // B counts a refusal before A sees its connection closed: wait for
+    // both sides to have counted two.
+    eventually("B refuses A's handshake and A counts the failures", || {
+        b.stats().handshakes_refused >= 2 && a.stats().peers[&1].connect_failures >= 2
     })
     .await;
     let sa = a.stats().peers[&1].clone();
