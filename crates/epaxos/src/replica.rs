@@ -1146,6 +1146,27 @@ impl Replica {
             .unwrap_or(u64::MAX)
     }
 
+    /// §8.2 steps 3 and 5 for a peer's non-Nop vote request (Accept,
+    /// Validate) on an uncommitted `id`: `true` if the seal refuses it
+    /// (counted as dropped), after answering `Excluded` to `from` when `id`
+    /// is outside K and `tell`.
+    fn seal_refuses_vote(&mut self, id: CmdId, from: NodeId, b: Ballot, tell: bool) -> bool {
+        match self.gate(id) {
+            Gate::Open => false,
+            Gate::Refuse => {
+                self.stats.dropped += 1;
+                true
+            }
+            Gate::Excluded => {
+                if tell {
+                    self.send(from, Message::Excluded { ballot: b, id });
+                }
+                self.stats.dropped += 1;
+                true
+            }
+        }
+    }
+
     fn gate(&self, id: CmdId) -> Gate {
         match self.epochs.seals.get(&id.epoch) {
             None => Gate::Open,
@@ -1835,19 +1856,9 @@ impl Replica {
                 .insts
                 .get(&id)
                 .is_none_or(|r| r.phase != Phase::Committed)
+            && self.seal_refuses_vote(id, from, b, true)
         {
-            match self.gate(id) {
-                Gate::Open => {}
-                Gate::Refuse => {
-                    self.stats.dropped += 1;
-                    return;
-                }
-                Gate::Excluded => {
-                    self.stats.dropped += 1;
-                    self.send(from, Message::Excluded { ballot: b, id });
-                    return;
-                }
-            }
+            return;
         }
         if let Some(r) = self.insts.get(&id) {
             if r.bal > b {
@@ -2233,21 +2244,12 @@ impl Replica {
             return;
         };
         if r.phase != Phase::Committed {
-            match self.gate(id) {
-                Gate::Open => {}
-                Gate::Refuse => {
-                    self.stats.dropped += 1;
-                    return;
-                }
-                Gate::Excluded => {
-                    if r.bal == b && b.node == from {
-                        self.send(from, Message::Excluded { ballot: b, id });
-                    }
-                    self.stats.dropped += 1;
-                    return;
-                }
+            let tell = r.bal == b && b.node == from;
+            if self.seal_refuses_vote(id, from, b, tell) {
+                return;
             }
         }
+        let r = &self.insts[&id];
         if r.bal != b || b.node != from {
             self.stats.dropped += 1;
             if r.bal > b {
