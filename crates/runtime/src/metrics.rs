@@ -342,10 +342,13 @@ impl Metrics {
         let n = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         self.subscribers.inc();
         let labels = [("subscriber", n.to_string())];
-        let _ = self.subscriber_lag.get_or_create(&labels);
+        // The series' handle shares its value with the registry, so
+        // updates need no family lookup.
+        let lag = self.subscriber_lag.get_or_create(&labels).clone();
         SubscriberLag {
             metrics: self.clone(),
             labels,
+            lag,
         }
     }
 
@@ -387,15 +390,13 @@ impl Metrics {
 pub struct SubscriberLag {
     metrics: Metrics,
     labels: [(&'static str, String); 1],
+    lag: Gauge,
 }
 
 impl SubscriberLag {
     /// Executed instances this subscriber has not been sent yet.
     pub fn set(&self, lag: u64) {
-        self.metrics
-            .subscriber_lag
-            .get_or_create(&self.labels)
-            .set(gauge(lag));
+        self.lag.set(gauge(lag));
     }
 }
 
