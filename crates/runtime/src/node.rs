@@ -351,13 +351,7 @@ pub fn options(cfg: &NodeConfig, seed: u64) -> Options {
 /// The quorum configuration of the configured members (epoch 0).
 pub fn quorum(cfg: &NodeConfig) -> Result<QuorumConfig, RuntimeError> {
     let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
-    let n = ids.len();
-    let f = n.saturating_sub(1) / 2;
-    let mut e = f.max(1);
-    while e > 1 && n < 2 * e + f - 1 {
-        e -= 1;
-    }
-    QuorumConfig::new(0, ids, f.max(1), e).map_err(|err| RuntimeError(format!("members: {err}")))
+    QuorumConfig::for_members(0, ids).map_err(|err| RuntimeError(format!("members: {err}")))
 }
 
 /// Channels into the loop, held by the API.

@@ -260,13 +260,22 @@ impl QuorumConfig {
     /// n=5 → f=e=2; n=7 → f=3, e=2; otherwise f = (n−1)/2 and the largest
     /// valid e (epaxos.md §1.2 table).
     pub fn standard(n: usize) -> Result<Self, QuorumError> {
+        QuorumConfig::for_members(0, (0..n).map(|i| i as NodeId).collect())
+    }
+
+    /// The standard thresholds for `members` in `epoch`: f = (n−1)/2 and the
+    /// largest valid e (n=3 → f=e=1, n=4 → f=e=1, n=5 → f=e=2,
+    /// n=7 → f=3, e=2). Every configuration the control plane creates uses
+    /// this rule, so all replicas derive the same one from the same member
+    /// set. Fails below 3 members (f would be 0).
+    pub fn for_members(epoch: u64, members: Vec<NodeId>) -> Result<Self, QuorumError> {
+        let n = members.len();
         let f = n.saturating_sub(1) / 2;
         let mut e = f;
         while e > 1 && n < 2 * e + f - 1 {
             e -= 1;
         }
-        let members = (0..n).map(|i| i as NodeId).collect();
-        QuorumConfig::new(0, members, f, e)
+        QuorumConfig::new(epoch, members, f, e)
     }
 
     /// Member ids, sorted.
@@ -347,6 +356,16 @@ mod tests {
             assert_eq!((q.n(), q.f(), q.e()), (n, f, e));
             assert_eq!((q.slow_quorum(), q.fast_quorum()), (slow, fast));
         }
+    }
+
+    #[test]
+    fn intermediate_sizes_of_a_reconfiguration_get_valid_thresholds() {
+        // 3 → 5 → 3 passes through 4; 5 → 7 through 6.
+        for (n, f, e) in [(4, 1, 1), (6, 2, 2)] {
+            let q = QuorumConfig::for_members(1, (10..10 + n as NodeId).collect()).unwrap();
+            assert_eq!((q.epoch, q.n(), q.f(), q.e()), (1, n, f, e));
+        }
+        assert!(QuorumConfig::for_members(1, vec![0, 1]).is_err());
     }
 
     #[test]
