@@ -495,6 +495,7 @@ pub fn router(api: Api, max_request_bytes: usize) -> Router {
         .route("/v1/keys/{key}", get(read))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/v1/internal/snapshot", get(join_snapshot))
         .route("/metrics", get(scrape))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(api)
@@ -601,6 +602,33 @@ async fn stream(
     let UrlQuery(p) = params.map_err(|e| ApiError::InvalidArgument(e.body_text()))?;
     let events = api.subscribe(&p.from).await?;
     Ok(crate::stream::sse(events).into_response())
+}
+
+#[derive(Deserialize)]
+struct SnapshotParams {
+    epoch: u64,
+}
+
+/// `GET /v1/internal/snapshot?epoch=E`: the state a member added in epoch E
+/// starts from (`crate::membership`). 503 until this replica has executed
+/// all of epoch E−1; the joiner retries or asks another member.
+async fn join_snapshot(State(api): State<Api>, UrlQuery(p): UrlQuery<SnapshotParams>) -> Response {
+    match api
+        .ask(|reply| Query::JoinSnapshot {
+            join_epoch: p.epoch,
+            reply,
+        })
+        .await
+    {
+        Ok(Ok(bytes)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(why)) => ApiError::Unavailable(why).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn readyz(State(api): State<Api>) -> Response {

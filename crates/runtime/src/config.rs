@@ -20,8 +20,17 @@ pub struct NodeConfig {
     pub cluster_id: u64,
     /// Where this replica keeps its WAL and snapshots.
     pub data_dir: PathBuf,
-    /// Every member of the cluster, this one included.
+    /// Every member of the cluster, this one included. For a replica that
+    /// starts a cluster: the initial members (3, 5 or 7). For a joining
+    /// replica (`join`): this one plus at least one running member to reach
+    /// the cluster through; the real membership comes from the control
+    /// plane (`synod member add`).
     pub members: Vec<Member>,
+    /// Start as a new member of an existing cluster: wait until the control
+    /// plane adds this id (`synod member add`), fetch a snapshot from a
+    /// member once the previous epoch is complete, then serve
+    /// (epaxos.md §8.4). Ignored once the snapshot is installed.
+    pub join: bool,
     /// Protocol tunables.
     pub protocol: ProtocolConfig,
     /// WAL and snapshot tunables.
@@ -133,6 +142,7 @@ impl Default for NodeConfig {
             cluster_id: 1,
             data_dir: PathBuf::from("synod-data/node-0"),
             members: Vec::new(),
+            join: false,
             protocol: ProtocolConfig::default(),
             storage: StorageConfig::default(),
             transport: TransportConfig::default(),
@@ -240,7 +250,14 @@ impl NodeConfig {
                 ));
             }
         }
-        if ![3, 5, 7].contains(&self.members.len()) {
+        if self.join {
+            if self.members.len() < 2 {
+                return err(
+                    "join: members must list this replica and at least one running member to reach the cluster through"
+                        .into(),
+                );
+            }
+        } else if ![3, 5, 7].contains(&self.members.len()) {
             return err(format!(
                 "members: {} replicas; Synod runs 3, 5 or 7",
                 self.members.len()

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod config;
 pub mod grpc;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod release;

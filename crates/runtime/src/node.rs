@@ -38,7 +38,9 @@ use synod_client::wire::{
     LogCommand, LogEntry, LogResponse, ReadResponse, Staleness, StatusResponse,
 };
 use synod_decision::{Outcome, StateMachine};
-use synod_epaxos::{Envelope, InstanceRecord, Message, Options, Output, Replica, Write};
+use synod_epaxos::{
+    Envelope, EpochState, InstanceRecord, Message, Options, Output, Replica, Write,
+};
 use synod_storage::{Lsn, Wal, WalOptions};
 use synod_transport::Transport;
 use synod_types::{ClientId, CmdId, Command, NodeId, Phase, QuorumConfig};
@@ -166,6 +168,14 @@ pub enum Query {
     /// `/readyz`: done re-executing what was recovered, enough peers
     /// reachable, not overloaded (see [`Node::ready`]).
     Ready(oneshot::Sender<Result<(), String>>),
+    /// `GET /v1/internal/snapshot`: the state a replica added in epoch
+    /// `join_epoch` starts from (see [`crate::membership`]).
+    JoinSnapshot {
+        /// the epoch the new member was added in
+        join_epoch: u64,
+        /// the encoded [`crate::membership::JoinSnapshot`], or why not
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
 }
 
 /// One WAL record.
@@ -177,13 +187,15 @@ enum WalRecord {
 
 /// The snapshot body (postcard).
 #[derive(Serialize, Deserialize)]
-struct Snapshot {
-    node: NodeId,
-    cluster_id: u64,
-    next_seq: u64,
-    records: Vec<(CmdId, InstanceRecord)>,
-    processed: Vec<CmdId>,
-    app: Vec<u8>,
+pub(crate) struct Snapshot {
+    pub(crate) node: NodeId,
+    pub(crate) cluster_id: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) records: Vec<(CmdId, InstanceRecord)>,
+    pub(crate) processed: Vec<CmdId>,
+    pub(crate) app: Vec<u8>,
+    /// Every configuration learned and every seal (epaxos.md §8).
+    pub(crate) epochs: EpochState,
 }
 
 /// The state a replica recovers from its data directory.
@@ -198,6 +210,10 @@ pub struct Recovered {
     pub app: StateMachine,
     /// WAL records replayed after the snapshot.
     pub replayed: usize,
+    /// The configurations and seals, folded from the snapshot and the WAL;
+    /// `None` only for a joining replica that has not installed its first
+    /// snapshot yet (it has no data-plane state at all).
+    pub epochs: Option<EpochState>,
     /// The data directory's lock, held for the life of the process.
     pub lock: std::fs::File,
 }
@@ -231,6 +247,7 @@ pub fn open_storage(
         processed: BTreeSet::new(),
         app: StateMachine::new(),
         replayed: rec.records.len(),
+        epochs: None,
         lock,
     };
     if let Some((lsn, bytes)) = &rec.snapshot {
@@ -255,6 +272,9 @@ pub fn open_storage(
         out.processed = s.processed.into_iter().collect();
         out.app = StateMachine::restore(&s.app)
             .map_err(|e| RuntimeError(format!("snapshot at LSN {lsn}: state machine: {e}")))?;
+        out.epochs = Some(s.epochs);
+    } else if !cfg.join {
+        out.epochs = Some(EpochState::new(quorum(cfg)?));
     }
     for (lsn, bytes) in &rec.records {
         let r: WalRecord = postcard::from_bytes(bytes).map_err(|e| {
@@ -271,9 +291,19 @@ pub fn open_storage(
             WalRecord::Write(
                 w @ (Write::Epoch(_) | Write::Sealed { .. } | Write::Closed { .. }),
             ) => {
-                return Err(RuntimeError(format!(
-                    "WAL record {lsn}: {w:?}: epoch changes need the control plane, which this runtime does not run yet"
-                )));
+                let Some(epochs) = out.epochs.as_mut() else {
+                    return Err(RuntimeError(format!(
+                        "WAL record {lsn} in {}: an epoch record before any configuration (a joining replica's WAL without its installed snapshot)",
+                        cfg.data_dir.display()
+                    )));
+                };
+                if let Write::Epoch(c) = &w {
+                    // Ids restart at seq 0 in a new epoch (`Write::Epoch`).
+                    if c.epoch > epochs.current().epoch {
+                        out.next_seq = 0;
+                    }
+                }
+                epochs.apply(&w);
             }
         }
     }
@@ -416,10 +446,14 @@ impl Node {
         metrics: Metrics,
     ) -> Result<Node, RuntimeError> {
         let me = cfg.id;
-        let quorum = quorum(&cfg)?;
-        let replica = Replica::restart(
+        let epochs = rec.epochs.ok_or_else(|| {
+            RuntimeError(
+                "a joining replica starts its data plane only from an installed snapshot".into(),
+            )
+        })?;
+        let replica = Replica::restart_in(
             me,
-            quorum,
+            epochs,
             options(&cfg, boot_id),
             rec.records,
             rec.next_seq,
@@ -590,8 +624,11 @@ impl Node {
         if !writes.is_empty() {
             let mut payloads = Vec::with_capacity(writes.len());
             for w in writes {
-                if let Write::NextSeq(s) = w {
-                    self.next_seq = self.next_seq.max(s);
+                match &w {
+                    Write::NextSeq(s) => self.next_seq = self.next_seq.max(*s),
+                    // A new epoch's ids start again at seq 0.
+                    Write::Epoch(_) => self.next_seq = 0,
+                    _ => {}
                 }
                 let bytes = postcard::to_allocvec(&WalRecord::Write(w))
                     .map_err(|e| RuntimeError(format!("encoding a WAL record: {e}")))?;
@@ -774,7 +811,62 @@ impl Node {
             Query::Ready(reply) => {
                 let _ = reply.send(self.ready());
             }
+            Query::JoinSnapshot { join_epoch, reply } => {
+                let _ = reply.send(self.join_snapshot(join_epoch));
+            }
         }
+    }
+
+    /// The state a member added in `join_epoch` starts from (epaxos.md
+    /// §8.4), if this replica has executed the whole of the epoch before
+    /// it: the configurations and closed sets (not this replica's seal
+    /// reports, which were its own knowledge), the committed records of
+    /// `join_epoch` onwards (committed is final: copying one is learning a
+    /// commit, not casting a vote; uncommitted records are votes and stay
+    /// here), every id processed here, and the state machine.
+    fn join_snapshot(&self, join_epoch: u64) -> Result<Vec<u8>, String> {
+        let prev = join_epoch
+            .checked_sub(1)
+            .ok_or("epoch 0 has no joining members")?;
+        if self.replica.config().epoch < join_epoch {
+            return Err(format!(
+                "node {} has not learned epoch {join_epoch} yet",
+                self.me
+            ));
+        }
+        if !self.replica.epoch_complete(prev) {
+            return Err(format!(
+                "node {} has not executed all of epoch {prev} yet",
+                self.me
+            ));
+        }
+        let mut epochs = self.replica.epoch_state().clone();
+        for seal in epochs.seals.values_mut() {
+            seal.known.clear();
+        }
+        let mut processed: BTreeSet<CmdId> = self.applied_ids.clone();
+        for (e, seal) in &self.replica.epoch_state().seals {
+            if *e < join_epoch {
+                if let Some(k) = &seal.closed {
+                    processed.extend(k.iter().filter(|x| self.replica.is_processed(**x)));
+                }
+            }
+        }
+        let snap = crate::membership::JoinSnapshot {
+            cluster_id: self.cfg.cluster_id,
+            donor: self.me,
+            join_epoch,
+            epochs,
+            records: self
+                .replica
+                .instances()
+                .filter(|(id, r)| id.epoch >= join_epoch && r.phase == Phase::Committed)
+                .map(|(id, r)| (*id, r.clone()))
+                .collect(),
+            processed: processed.into_iter().collect(),
+            app: self.app.snapshot(),
+        };
+        postcard::to_allocvec(&snap).map_err(|e| format!("encoding the snapshot: {e}"))
     }
 
     /// Copies the loop's state into the metrics, at most every
@@ -923,6 +1015,7 @@ impl Node {
                 .collect(),
             processed: self.applied_ids.iter().copied().collect(),
             app: self.app.snapshot(),
+            epochs: self.replica.epoch_state().clone(),
         };
         self.snapshot_running = true;
         self.records_since_snapshot = 0;
