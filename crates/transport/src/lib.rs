@@ -32,6 +32,17 @@
 //!   closes the previous one from that peer (it is stale: the peer only
 //!   redials after giving it up).
 //!
+//! # Membership
+//!
+//! The peer set starts as [`TransportConfig::peers`] and changes at runtime
+//! with [`Transport::add_peer`] and [`Transport::remove_peer`] (the control
+//! plane adds and removes replicas). Both sides of a pair must add each
+//! other: a node only accepts Hellos from its current peers. Adding spawns
+//! the peer's writer; removing aborts it (dropping its queue), closes the
+//! peer's accepted connection and refuses its later Hellos. At most
+//! [`PEERS_MAX`] peers exist at once. [`Transport::send`] looks the peer up
+//! under a read lock, so membership changes never make it await.
+//!
 //! # Delivery guarantees (what the consensus layer may assume)
 //!
 //! - **No duplicates, no corruption**: a frame is decoded whole or the
@@ -45,7 +56,8 @@
 //!   then breaks are lost; messages queued when [`Transport::shutdown`]
 //!   runs are written best-effort only; a message that encodes larger than
 //!   `max_frame_bytes` is dropped and counted; a reader stopped because its
-//!   peer reconnected loses what it had not yet delivered.
+//!   peer reconnected or was removed loses what it had not yet delivered;
+//!   removing a peer, or adding it at a new address, drops its queue.
 //! - **Back-pressure on receive**: the inbound channel is bounded; when the
 //!   application does not keep up, readers stop reading and TCP flow control
 //!   pushes back to the senders, whose queues then fill and refuse.
@@ -54,7 +66,8 @@
 //!
 //! | limit | bounds |
 //! |---|---|
-//! | `max_frame_bytes` | one allocation per received frame; larger is a protocol error. Only a connection past the handshake allocates, and only one such connection per peer lives, so receive buffers total ≤ peers × `max_frame_bytes` |
+//! | `max_frame_bytes` | one allocation per received frame; larger is a protocol error. Only a connection past the handshake allocates, and only one such connection per peer lives, so receive buffers total ≤ [`PEERS_MAX`] × `max_frame_bytes` |
+//! | [`PEERS_MAX`] | writer tasks, peer queues and outbound sockets |
 //! | `peer_queue_capacity` | memory held for one unreachable peer |
 //! | `batch_max_messages`, `batch_max_bytes` | one frame's size and encode time, so one peer cannot hog the writer |
 //! | `inbound_capacity` | memory between the sockets and the application |
@@ -64,24 +77,25 @@
 //! | [`SHUTDOWN_FLUSH_MAX`] | how long `shutdown` waits for best-effort flushing |
 //! | [`READ_BUFFER_RETAINED_MAX_BYTES`] | memory one idle connection keeps after a large frame |
 //!
-//! Not yet: TLS between replicas (quality-bars R10) and a way to change the
-//! peer set without a restart.
+//! Not yet: TLS between replicas (quality-bars R10).
 
 #![deny(missing_docs)]
 
 pub mod codec;
+mod peer;
 mod reader;
 mod stats;
 mod writer;
 
 pub use stats::{PeerStats, TransportStats};
 
-use stats::{GlobalCounters, PeerCounters};
+use peer::PeerLink;
+use stats::GlobalCounters;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use synod_types::NodeId;
 use tokio::net::TcpListener;
@@ -139,6 +153,15 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// it a new connection is closed at once and counted.
 pub const MAX_INBOUND_CONNECTIONS: usize = 256;
 
+/// Most peers a transport has at once (at start and after
+/// [`Transport::add_peer`]). We run clusters of ≤ 7 replicas and a
+/// membership change adds one at a time, so 64 leaves room for any
+/// reconfiguration while bounding what peers cost: one writer task, one
+/// queue of up to `peer_queue_capacity` messages and one outbound socket
+/// each, and one accepted connection each, well under
+/// [`MAX_INBOUND_CONNECTIONS`].
+pub const PEERS_MAX: usize = 64;
+
 /// How long [`Transport::shutdown`] waits for tasks to flush their queues
 /// and exit before aborting them. Flushing is best-effort (the protocol
 /// retransmits), so this only needs to cover a few frames on a live
@@ -170,8 +193,10 @@ pub struct TransportConfig {
     /// Address [`Transport::start`] binds (port 0 picks a free port; see
     /// [`Transport::local_addr`]).
     pub listen: SocketAddr,
-    /// The other replicas and where to dial them. Excludes `me`. Only these
-    /// ids are accepted in an inbound Hello.
+    /// The other replicas at start and where to dial them. Excludes `me`;
+    /// at most [`PEERS_MAX`]. Only current peers' ids are accepted in an
+    /// inbound Hello; change the set later with [`Transport::add_peer`] and
+    /// [`Transport::remove_peer`].
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Largest frame body in bytes, sent or received
     /// ([`DEFAULT_MAX_FRAME_BYTES`]). A larger length prefix on receive is a
@@ -231,6 +256,9 @@ impl TransportConfig {
         let bad = |why: String| Err(TransportError::InvalidConfig(why));
         if self.peers.contains_key(&self.me) {
             return bad(format!("peers must not contain me ({})", self.me));
+        }
+        if self.peers.len() > PEERS_MAX {
+            return bad(format!("{} peers, at most {PEERS_MAX}", self.peers.len()));
         }
         if (self.max_frame_bytes as usize) < codec::FRAME_HEADER_LEN + 16 {
             return bad(format!(
@@ -308,7 +336,7 @@ impl std::error::Error for TransportError {
 /// protocol's own retransmission; none is a bug in the transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendError {
-    /// `to` is not in [`TransportConfig::peers`].
+    /// `to` is not a current peer (never added, or removed).
     UnknownPeer(NodeId),
     /// The peer's queue holds `capacity` messages already (it is slow or
     /// unreachable).
@@ -336,15 +364,64 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// Why [`Transport::add_peer`] refused a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerError {
+    /// The id is this node's own ([`TransportConfig::me`]).
+    IsMe(NodeId),
+    /// [`PEERS_MAX`] peers exist already; remove one first.
+    TooManyPeers {
+        /// The peer that was not added.
+        peer: NodeId,
+        /// [`PEERS_MAX`].
+        max: usize,
+    },
+    /// The transport was shut down.
+    Closed,
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerError::IsMe(p) => write!(f, "node {p} cannot be its own peer"),
+            PeerError::TooManyPeers { peer, max } => {
+                write!(f, "cannot add peer {peer}: already {max} peers")
+            }
+            PeerError::Closed => write!(f, "transport is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for PeerError {}
+
 /// State shared by the handle and the tasks.
 pub(crate) struct Shared {
+    /// The limits. Its `peers` is emptied at start: the peer set lives in
+    /// `links` and in the handle's `peers`.
     pub(crate) cfg: TransportConfig,
-    /// Per-peer counters, shared by that peer's writer and readers.
-    pub(crate) peers: BTreeMap<NodeId, Arc<PeerCounters>>,
-    /// Per-peer generation of the current accepted connection: a reader
-    /// that sees the generation move on was superseded and exits.
-    pub(crate) inbound_generation: BTreeMap<NodeId, watch::Sender<u64>>,
+    /// The current peers as readers see them: a Hello is accepted only from
+    /// an id in here. Always the same keys and links as [`Inner::peers`]
+    /// (both are changed under that table's write lock).
+    links: RwLock<BTreeMap<NodeId, Arc<PeerLink>>>,
     pub(crate) global: GlobalCounters,
+}
+
+impl Shared {
+    /// The link of `peer` if it is a current peer.
+    pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<PeerLink>> {
+        read(&self.links).get(&peer).cloned()
+    }
+}
+
+/// Read access that ignores poisoning: every writer of our locks leaves the
+/// map consistent at each step (inserts and removes only).
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Write access that ignores poisoning (see [`read`]).
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Waits until `shutdown` says so (or its sender is gone, which also means
@@ -353,19 +430,49 @@ pub(crate) async fn shutdown_signal(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// One current peer as the handle sees it.
+struct Peer<M> {
+    /// Where its writer dials.
+    addr: SocketAddr,
+    /// Its queue; `send` pushes here and its writer drains it.
+    queue: mpsc::Sender<M>,
+    /// Its counters and inbound connection (shared with [`Shared::links`]).
+    link: Arc<PeerLink>,
+    /// Its writer task (for a moved peer, the task that waits for the old
+    /// writer to end and then runs the new one); taken by `shutdown`.
+    writer: Option<JoinHandle<()>>,
+}
+
+impl<M> Peer<M> {
+    /// Stops the writer at its next await, dropping its queue and its
+    /// socket without flushing.
+    fn abort_writer(&mut self) -> Option<JoinHandle<()>> {
+        let writer = self.writer.take()?;
+        writer.abort();
+        Some(writer)
+    }
+}
+
 struct Inner<M> {
     shared: Arc<Shared>,
-    queues: BTreeMap<NodeId, mpsc::Sender<M>>,
+    /// The current peers. Lock order: this table, then `shared.links`.
+    /// `shutdown` sets `closed` under its write lock, so no writer is added
+    /// after `shutdown` took the writers.
+    peers: RwLock<BTreeMap<NodeId, Peer<M>>>,
     local_addr: SocketAddr,
+    /// Where writers added later are spawned: the runtime `start` ran on,
+    /// so `add_peer` works from any thread.
+    runtime: tokio::runtime::Handle,
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
-    /// The listener and writer tasks; taken by the first `shutdown`.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The listener task; taken by the first `shutdown`.
+    listener: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A running transport. A cheap [`Clone`] handle: all clones share the same
-/// tasks, queues and counters. Dropping every handle stops the tasks too
-/// (without waiting for them); [`Transport::shutdown`] stops and waits.
+/// tasks, queues, counters and peer set. Dropping every handle stops the
+/// tasks too (without waiting for them); [`Transport::shutdown`] stops and
+/// waits.
 pub struct Transport<M> {
     inner: Arc<Inner<M>>,
 }
@@ -397,7 +504,8 @@ where
 {
     /// Binds `cfg.listen` and spawns the listener and one writer per peer on
     /// the current tokio runtime, which must have I/O and time enabled
-    /// (`Builder::enable_all`). Either runtime flavour works.
+    /// (`Builder::enable_all`). Either runtime flavour works. Writers of
+    /// peers added later are spawned on the same runtime.
     pub async fn start(cfg: TransportConfig) -> Result<Started<M>, TransportError> {
         cfg.validate()?;
         let listener =
@@ -421,69 +529,140 @@ where
         let local_addr = listener.local_addr().map_err(TransportError::LocalAddr)?;
         let (inbound_tx, inbound_rx) = mpsc::channel(cfg.inbound_capacity);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let peers = cfg
-            .peers
-            .keys()
-            .map(|&p| (p, Arc::new(PeerCounters::default())))
-            .collect();
-        let inbound_generation = cfg
-            .peers
-            .keys()
-            .map(|&p| (p, watch::channel(0u64).0))
-            .collect();
+        let mut cfg = cfg;
+        let initial = std::mem::take(&mut cfg.peers);
         let shared = Arc::new(Shared {
             cfg,
-            peers,
-            inbound_generation,
+            links: RwLock::new(BTreeMap::new()),
             global: GlobalCounters::default(),
         });
-
-        let mut tasks = Vec::with_capacity(shared.cfg.peers.len() + 1);
-        tasks.push(tokio::spawn(reader::accept_loop::<M>(
+        let listener = tokio::spawn(reader::accept_loop::<M>(
             Arc::clone(&shared),
             listener,
             inbound_tx,
-            shutdown_rx.clone(),
-        )));
-        let mut queues = BTreeMap::new();
-        for (&peer, &addr) in &shared.cfg.peers {
-            let (tx, rx) = mpsc::channel(shared.cfg.peer_queue_capacity);
-            queues.insert(peer, tx);
-            let w = writer::Writer::new(Arc::clone(&shared), peer, addr, rx, shutdown_rx.clone());
-            tasks.push(tokio::spawn(w.run()));
-        }
-        let inner = Inner {
-            shared,
-            queues,
-            local_addr,
-            closed: AtomicBool::new(false),
-            shutdown: shutdown_tx,
-            tasks: Mutex::new(tasks),
+            shutdown_rx,
+        ));
+        let transport = Transport {
+            inner: Arc::new(Inner {
+                shared,
+                peers: RwLock::new(BTreeMap::new()),
+                local_addr,
+                runtime: tokio::runtime::Handle::current(),
+                closed: AtomicBool::new(false),
+                shutdown: shutdown_tx,
+                listener: Mutex::new(Some(listener)),
+            }),
         };
-        Ok((
-            Transport {
-                inner: Arc::new(inner),
+        for (peer, addr) in initial {
+            // Cannot fail: `validate` checked the count and `me`, and
+            // nothing closed the transport yet.
+            transport
+                .add_peer(peer, addr)
+                .expect("validated initial peer");
+        }
+        Ok((transport, inbound_rx))
+    }
+
+    /// Makes `peer` a peer at `addr`: from now on [`send`](Transport::send)
+    /// queues for it (a writer task dials it), Hellos from it are accepted,
+    /// and [`stats`](Transport::stats) reports it with counters starting
+    /// from zero (also for a peer removed earlier). The other node must add
+    /// us too before its Hellos reach us and ours reach it; until then our
+    /// writer redials with backoff, keeping the queue.
+    ///
+    /// Adding a current peer at the same address does nothing. At another
+    /// address the peer moved: its writer is replaced by one that dials the
+    /// new address, with a new, empty queue (messages queued for the old
+    /// address are dropped; the protocol retransmits); its counters and its
+    /// accepted connection stay.
+    pub fn add_peer(&self, peer: NodeId, addr: SocketAddr) -> Result<(), PeerError> {
+        let inner = &self.inner;
+        if peer == inner.shared.cfg.me {
+            return Err(PeerError::IsMe(peer));
+        }
+        let mut peers = write(&inner.peers);
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(PeerError::Closed);
+        }
+        if let Some(current) = peers.get_mut(&peer) {
+            if current.addr == addr {
+                return Ok(());
+            }
+            let old = current.abort_writer();
+            let (queue, writer) = self.spawn_writer(peer, addr, &current.link, old);
+            current.addr = addr;
+            current.queue = queue;
+            current.writer = Some(writer);
+            return Ok(());
+        }
+        if peers.len() >= PEERS_MAX {
+            return Err(PeerError::TooManyPeers {
+                peer,
+                max: PEERS_MAX,
+            });
+        }
+        let link = Arc::new(PeerLink::new());
+        write(&inner.shared.links).insert(peer, Arc::clone(&link));
+        let (queue, writer) = self.spawn_writer(peer, addr, &link, None);
+        peers.insert(
+            peer,
+            Peer {
+                addr,
+                queue,
+                link,
+                writer: Some(writer),
             },
-            inbound_rx,
-        ))
+        );
+        Ok(())
+    }
+
+    /// A new queue for `peer` and its writer task, which first waits for
+    /// `previous` (an aborted writer) to end so one peer never has two
+    /// outbound connections.
+    fn spawn_writer(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        link: &Arc<PeerLink>,
+        previous: Option<JoinHandle<()>>,
+    ) -> (mpsc::Sender<M>, JoinHandle<()>) {
+        let inner = &self.inner;
+        let (tx, rx) = mpsc::channel(inner.shared.cfg.peer_queue_capacity);
+        let w = writer::Writer::new(
+            Arc::clone(&inner.shared),
+            peer,
+            addr,
+            Arc::clone(link),
+            rx,
+            inner.shutdown.subscribe(),
+        );
+        let task = inner.runtime.spawn(async move {
+            if let Some(previous) = previous {
+                // Err is the expected `cancelled`; either way it has ended.
+                let _ = previous.await;
+            }
+            w.run().await;
+        });
+        (tx, task)
     }
 }
 
 impl<M> Transport<M> {
-    /// Queues `msg` for `to`. Never awaits. On error the message is dropped.
+    /// Queues `msg` for `to`. Never awaits (it takes the peer table's read
+    /// lock, held by membership changes only briefly). On error the message
+    /// is dropped.
     pub fn send(&self, to: NodeId, msg: M) -> Result<(), SendError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        let Some(queue) = self.inner.queues.get(&to) else {
+        let peers = read(&self.inner.peers);
+        let Some(peer) = peers.get(&to) else {
             return Err(SendError::UnknownPeer(to));
         };
-        match queue.try_send(msg) {
+        match peer.queue.try_send(msg) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if let Some(c) = self.inner.shared.peers.get(&to) {
-                    stats::bump(&c.dropped_queue_full, 1);
-                }
+                stats::bump(&peer.link.counters.dropped_queue_full, 1);
                 Err(SendError::QueueFull {
                     peer: to,
                     capacity: self.inner.shared.cfg.peer_queue_capacity,
@@ -491,6 +670,33 @@ impl<M> Transport<M> {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
         }
+    }
+
+    /// Stops treating `peer` as a peer: its writer is aborted (queued
+    /// messages and any frame in flight are dropped), its accepted
+    /// connection is closed (its reader exits; what it had not yet delivered
+    /// is lost), its later Hellos are refused and counted in
+    /// [`TransportStats::handshakes_refused`], it leaves
+    /// [`stats`](Transport::stats), and [`send`](Transport::send) to it
+    /// returns [`SendError::UnknownPeer`]. Returns whether it was a peer.
+    pub fn remove_peer(&self, peer: NodeId) -> bool {
+        let inner = &self.inner;
+        let mut peers = write(&inner.peers);
+        let Some(mut removed) = peers.remove(&peer) else {
+            return false;
+        };
+        removed.abort_writer();
+        write(&inner.shared.links).remove(&peer);
+        removed.link.close_inbound();
+        true
+    }
+
+    /// The current peers and the addresses their writers dial.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        read(&self.inner.peers)
+            .iter()
+            .map(|(&p, peer)| (p, peer.addr))
+            .collect()
     }
 
     /// The address the listener is bound to (the real port when
@@ -504,34 +710,41 @@ impl<M> Transport<M> {
         self.inner.shared.cfg.me
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters of the current peers. A peer's counts are
+    /// totals since it was last added (or since start).
     pub fn stats(&self) -> TransportStats {
-        let shared = &self.inner.shared;
-        let peers = shared
-            .peers
+        let peers = read(&self.inner.peers)
             .iter()
-            .map(|(&p, c)| {
-                let queued = self
-                    .inner
-                    .queues
-                    .get(&p)
-                    .map_or(0, |q| q.max_capacity() - q.capacity());
-                (p, c.snapshot(queued))
+            .map(|(&p, peer)| {
+                let queued = peer.queue.max_capacity() - peer.queue.capacity();
+                (p, peer.link.counters.snapshot(queued))
             })
             .collect();
-        shared.global.snapshot(peers)
+        self.inner.shared.global.snapshot(peers)
     }
 
     /// Stops accepting and reading, lets each writer flush what is queued
     /// on a live connection (best-effort, up to [`SHUTDOWN_FLUSH_MAX`]),
-    /// closes every socket and the listener, and waits for the tasks. Every
-    /// clone's `send` returns [`SendError::Closed`] from now on; the inbound
-    /// receiver ends once the readers are gone. A second call returns at once.
+    /// closes every socket and the listener, and waits for the tasks,
+    /// writers of peers added at runtime included. Every clone's `send`
+    /// returns [`SendError::Closed`] and `add_peer` [`PeerError::Closed`]
+    /// from now on; the inbound receiver ends once the readers are gone. A
+    /// second call returns at once.
     pub async fn shutdown(self) {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.shutdown.send_replace(true);
-        let tasks =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut tasks = Vec::new();
+        {
+            let mut peers = write(&self.inner.peers);
+            self.inner.closed.store(true, Ordering::Release);
+            self.inner.shutdown.send_replace(true);
+            tasks.extend(peers.values_mut().filter_map(|p| p.writer.take()));
+        }
+        let listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        tasks.extend(listener);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_MAX;
         for task in tasks {
             let abort = task.abort_handle();

@@ -3,16 +3,17 @@
 //!
 //! Invariants:
 //! - no message is pushed before the connection's Hello passed (magic,
-//!   version, cluster id, known sender);
+//!   version, cluster id, sender in the peer table at that moment);
 //! - no buffer larger than `max_frame_bytes` is ever allocated for a frame:
 //!   the length prefix is checked first;
 //! - any protocol error closes only that connection; nothing here panics on
 //!   peer input;
 //! - at most [`MAX_INBOUND_CONNECTIONS`] reader tasks exist, and at most one
 //!   per peer has passed the handshake and is still reading (a newer one
-//!   supersedes it).
+//!   supersedes it, and removing the peer closes it).
 
 use crate::codec::{self, Hello, FRAME_HEADER_LEN, HELLO_LEN};
+use crate::peer::PeerLink;
 use crate::stats::{bump, PeerCounters};
 use crate::{
     shutdown_signal, Shared, MAX_INBOUND_CONNECTIONS, READ_BUFFER_BYTES,
@@ -79,37 +80,36 @@ async fn read_connection<M: DeserializeOwned + Send + 'static>(
     inbound: mpsc::Sender<(NodeId, M)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let from = tokio::select! {
+    let (from, link) = tokio::select! {
         biased;
         _ = shutdown_signal(&mut shutdown) => return,
         r = handshake(&shared, &mut stream) => match r {
-            Some(from) => from,
+            Some(accepted) => accepted,
             None => {
                 bump(&shared.global.handshakes_refused, 1);
                 return;
             }
         },
     };
-    let counters = Arc::clone(&shared.peers[&from]);
-    bump(&counters.inbound_connections, 1);
-    let generation = &shared.inbound_generation[&from];
-    let mut mine = 0;
-    generation.send_modify(|g| {
-        *g += 1;
-        mine = *g;
-    });
-    let mut superseded = generation.subscribe();
+    // `None`: the peer was removed since its Hello was checked. Counted as
+    // refused; the dialer, which already has our Hello, sees a close.
+    let Some((mine, mut superseded)) = link.register_inbound() else {
+        bump(&shared.global.handshakes_refused, 1);
+        return;
+    };
+    bump(&link.counters.inbound_connections, 1);
     tokio::select! {
         biased;
         _ = shutdown_signal(&mut shutdown) => {}
         _ = superseded.wait_for(|g| *g != mine) => {}
-        _ = read_frames(&shared, &counters, stream, from, &inbound) => {}
+        _ = read_frames(&shared, &link.counters, stream, from, &inbound) => {}
     }
 }
 
-/// Reads and checks the dialer's Hello, answers with ours. `None` when
-/// refused (the connection is then dropped without an answer).
-async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Option<NodeId> {
+/// Reads and checks the dialer's Hello (the sender must be in the peer
+/// table now), answers with ours. `None` when refused (the connection is
+/// then dropped without an answer).
+async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Option<(NodeId, Arc<PeerLink>)> {
     let cfg = &shared.cfg;
     let _ = stream.set_nodelay(true);
     let mut bytes = [0u8; HELLO_LEN];
@@ -118,15 +118,14 @@ async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Option<NodeId> {
         .ok()?
         .ok()?;
     let hello = Hello::decode(&bytes).ok()?;
-    hello
-        .verify(cfg.cluster_id, |from| cfg.peers.contains_key(&from))
-        .ok()?;
+    let link = shared.link(hello.from);
+    hello.verify(cfg.cluster_id, |_| link.is_some()).ok()?;
     let answer = Hello::new(cfg.cluster_id, cfg.me).encode();
     tokio::time::timeout(cfg.connect_timeout, stream.write_all(&answer))
         .await
         .ok()?
         .ok()?;
-    Some(hello.from)
+    Some((hello.from, link?))
 }
 
 /// The frame loop. Returns on EOF, I/O error, protocol error (counted), or

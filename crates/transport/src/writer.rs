@@ -3,14 +3,16 @@
 //!
 //! Invariants:
 //! - at most one outbound connection per peer exists at a time (this task
-//!   owns it);
+//!   owns it; a writer that replaces another, because the peer moved, starts
+//!   only once the aborted one has ended);
 //! - `pending` holds at most one frame, whose write failed, so no complete
 //!   copy of it reached the peer; it is written first on the next connection;
 //! - `carry` holds at most one message, already taken from the queue, that
 //!   did not fit into the previous frame; it starts the next frame.
 
 use crate::codec::{CodecError, FrameBuilder, Hello, HELLO_LEN};
-use crate::stats::{bump, PeerCounters};
+use crate::peer::PeerLink;
+use crate::stats::bump;
 use crate::{shutdown_signal, Shared};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -41,7 +43,9 @@ pub(crate) struct Writer<M> {
     shared: Arc<Shared>,
     peer: NodeId,
     addr: SocketAddr,
-    counters: Arc<PeerCounters>,
+    /// The peer's record; a writer that replaces another (the peer moved)
+    /// keeps counting into the same one.
+    link: Arc<PeerLink>,
     queue: mpsc::Receiver<M>,
     shutdown: watch::Receiver<bool>,
     builder: FrameBuilder,
@@ -58,10 +62,10 @@ impl<M: Serialize + Send + 'static> Writer<M> {
         shared: Arc<Shared>,
         peer: NodeId,
         addr: SocketAddr,
+        link: Arc<PeerLink>,
         queue: mpsc::Receiver<M>,
         shutdown: watch::Receiver<bool>,
     ) -> Writer<M> {
-        let counters = Arc::clone(&shared.peers[&peer]);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -70,7 +74,7 @@ impl<M: Serialize + Send + 'static> Writer<M> {
             shared,
             peer,
             addr,
-            counters,
+            link,
             queue,
             shutdown,
             builder: FrameBuilder::new(),
@@ -84,6 +88,9 @@ impl<M: Serialize + Send + 'static> Writer<M> {
         let min = self.shared.cfg.reconnect_min;
         let max = self.shared.cfg.reconnect_max;
         let mut delay = min;
+        // A writer replaced while connected (its task aborted) left the flag
+        // set; this one has no connection yet.
+        self.link.counters.connected.store(false, Ordering::Relaxed);
         loop {
             let mut shutdown = self.shutdown.clone();
             let dialed = tokio::select! {
@@ -94,17 +101,17 @@ impl<M: Serialize + Send + 'static> Writer<M> {
             match dialed {
                 Ok(stream) => {
                     delay = min;
-                    bump(&self.counters.connects, 1);
-                    self.counters.connected.store(true, Ordering::Relaxed);
+                    bump(&self.link.counters.connects, 1);
+                    self.link.counters.connected.store(true, Ordering::Relaxed);
                     let ended = self.serve(stream).await;
-                    self.counters.connected.store(false, Ordering::Relaxed);
+                    self.link.counters.connected.store(false, Ordering::Relaxed);
                     match ended {
                         Ended::Shutdown => return,
-                        Ended::Broken => bump(&self.counters.disconnects, 1),
+                        Ended::Broken => bump(&self.link.counters.disconnects, 1),
                     }
                 }
                 Err(_) => {
-                    bump(&self.counters.connect_failures, 1);
+                    bump(&self.link.counters.connect_failures, 1);
                 }
             }
             // Wait before the next dial, also after a break: a peer that
@@ -192,7 +199,7 @@ impl<M: Serialize + Send + 'static> Writer<M> {
         match self.builder.push(&msg, self.shared.cfg.max_frame_bytes) {
             Ok(()) => true,
             Err(CodecError::TooLarge { .. }) if self.builder.is_empty() => {
-                bump(&self.counters.dropped_too_large, 1);
+                bump(&self.link.counters.dropped_too_large, 1);
                 true
             }
             Err(CodecError::TooLarge { .. }) => {
@@ -200,7 +207,7 @@ impl<M: Serialize + Send + 'static> Writer<M> {
                 false
             }
             Err(_) => {
-                bump(&self.counters.dropped_unencodable, 1);
+                bump(&self.link.counters.dropped_unencodable, 1);
                 true
             }
         }
@@ -227,9 +234,9 @@ impl<M: Serialize + Send + 'static> Writer<M> {
     }
 
     fn count_sent(&self, bytes: usize, messages: u64) {
-        bump(&self.counters.sent_frames, 1);
-        bump(&self.counters.sent_messages, messages);
-        bump(&self.counters.sent_bytes, bytes as u64);
+        bump(&self.link.counters.sent_frames, 1);
+        bump(&self.link.counters.sent_messages, messages);
+        bump(&self.link.counters.sent_bytes, bytes as u64);
     }
 
     /// Best-effort: writes what is queued now, then closes our direction.

@@ -1,11 +1,14 @@
-//! Real sockets on 127.0.0.1: delivery, reconnects, restarts and refusals
-//! (crate docs, "Delivery guarantees" and "Connections").
+//! Real sockets on 127.0.0.1: delivery, reconnects, restarts, refusals and
+//! membership changes (crate docs, "Delivery guarantees", "Connections" and
+//! "Membership").
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use synod_transport::codec::{Hello, HELLO_LEN};
-use synod_transport::{SendError, Transport, TransportConfig};
+use synod_transport::codec::{self, Hello, FRAME_HEADER_LEN, HELLO_LEN};
+use synod_transport::{
+    PeerError, SendError, Transport, TransportConfig, PEERS_MAX, SHUTDOWN_FLUSH_MAX,
+};
 use synod_types::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -406,4 +409,313 @@ async fn start_refuses_an_invalid_config_and_a_taken_port() {
         matches!(err, synod_transport::TransportError::InvalidConfig(_)),
         "{err}"
     );
+}
+
+/// Starts node `me` alone (no peers) on a fresh port, for tests that add
+/// its peers at runtime.
+async fn lone(me: NodeId, cluster: u64) -> (Transport<Msg>, Inbox) {
+    let (l, addr) = bind().await;
+    let mut cfg = TransportConfig::new(me, cluster, addr, BTreeMap::new());
+    fast(&mut cfg);
+    Transport::start_with_listener(cfg, l).await.unwrap()
+}
+
+/// Sends `seqs` from `from` to `to` and checks that `inbox` (node `to`'s)
+/// receives exactly them, in order, tagged with `from`'s id.
+async fn exchange(
+    from: &Transport<Msg>,
+    to: NodeId,
+    inbox: &mut Inbox,
+    seqs: std::ops::Range<u64>,
+) {
+    for seq in seqs.clone() {
+        from.send(to, (seq, vec![from.me() as u8])).unwrap();
+    }
+    for seq in seqs {
+        assert_eq!(recv(inbox).await, (from.me(), (seq, vec![from.me() as u8])));
+    }
+}
+
+/// Waits until `t`'s counters for `peer` reach `sent` and `received`
+/// messages (a message can be delivered before its writer or reader has
+/// counted it), then checks they are exactly that.
+async fn settled(t: &Transport<Msg>, peer: NodeId, sent: u64, received: u64) {
+    let counts = || {
+        let s = t.stats().peers[&peer].clone();
+        (s.sent_messages, s.received_messages)
+    };
+    eventually("counters catch up", || {
+        let (s, r) = counts();
+        s >= sent && r >= received
+    })
+    .await;
+    assert_eq!(counts(), (sent, received), "node {} peer {peer}", t.me());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_added_at_runtime_exchanges_messages_both_ways() {
+    let mut nodes = cluster(2).await;
+    let (b, _b_inbox) = nodes.pop().unwrap();
+    let (a, mut a_inbox) = nodes.pop().unwrap();
+    let (c, mut c_inbox) = lone(2, CLUSTER).await;
+    assert_eq!(a.send(2, (0, vec![])), Err(SendError::UnknownPeer(2)));
+    assert!(!a.stats().peers.contains_key(&2));
+
+    a.add_peer(2, c.local_addr()).unwrap();
+    c.add_peer(0, a.local_addr()).unwrap();
+    assert_eq!(a.peers()[&2], c.local_addr());
+    assert_eq!(c.peers(), BTreeMap::from([(0, a.local_addr())]));
+    exchange(&a, 2, &mut c_inbox, 0..10).await;
+    exchange(&c, 0, &mut a_inbox, 0..10).await;
+
+    // Adding again at the same address changes nothing: same connection.
+    a.add_peer(2, c.local_addr()).unwrap();
+    exchange(&a, 2, &mut c_inbox, 10..20).await;
+    settled(&a, 2, 20, 10).await;
+    settled(&c, 0, 10, 20).await;
+    assert_eq!(a.stats().peers[&2].connects, 1, "one connection to C");
+    assert_eq!(a.add_peer(0, b.local_addr()), Err(PeerError::IsMe(0)));
+    // Only A added C.
+    assert_eq!(b.send(2, (0, vec![])), Err(SendError::UnknownPeer(2)));
+    assert_quiet(&mut c_inbox).await;
+    for t in [a, b, c] {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_peer_gets_unknown_peer_and_its_hellos_are_refused() {
+    let mut nodes = cluster(2).await;
+    let (b, mut b_inbox) = nodes.pop().unwrap();
+    let (a, mut a_inbox) = nodes.pop().unwrap();
+    exchange(&a, 1, &mut b_inbox, 0..5).await;
+    exchange(&b, 0, &mut a_inbox, 0..5).await;
+    assert_eq!(b.stats().handshakes_refused, 0);
+
+    assert!(b.remove_peer(0));
+    assert!(!b.remove_peer(0), "already removed");
+    assert_eq!(b.send(0, (5, vec![])), Err(SendError::UnknownPeer(0)));
+    assert!(b.peers().is_empty());
+    assert!(!b.stats().peers.contains_key(&0));
+
+    // B closed A's connection; A redials and B refuses it. Each side counts
+    // on its own schedule, so wait for both.
+    eventually(
+        "A sees its connection closed and its redials refused",
+        || {
+            let sa = a.stats().peers[&1].clone();
+            sa.disconnects >= 1 && sa.connect_failures >= 2 && b.stats().handshakes_refused >= 2
+        },
+    )
+    .await;
+    assert_eq!(
+        a.stats().peers[&1].connects,
+        1,
+        "no Hello accepted after removal"
+    );
+    a.send(1, (5, vec![])).unwrap();
+    assert_quiet(&mut b_inbox).await;
+    assert_eq!(
+        a.stats().peers[&1].queued_messages,
+        1,
+        "kept queued while refused"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_peer_is_dialled_at_its_new_address() {
+    let mut nodes = cluster(2).await;
+    let (b, mut b_inbox) = nodes.pop().unwrap();
+    let (a, _a_inbox) = nodes.pop().unwrap();
+    exchange(&a, 1, &mut b_inbox, 0..5).await;
+
+    // B "moves": a second node 1 on another port. The old one keeps
+    // running, so a message sent to the old address would still arrive.
+    let (b2, mut b2_inbox) = lone(1, CLUSTER).await;
+    b2.add_peer(0, a.local_addr()).unwrap();
+    a.add_peer(1, b2.local_addr()).unwrap();
+    assert_eq!(a.peers()[&1], b2.local_addr());
+    exchange(&a, 1, &mut b2_inbox, 5..15).await;
+    assert_quiet(&mut b_inbox).await;
+    // The moved peer keeps its counters.
+    settled(&a, 1, 15, 0).await;
+    assert!(a.stats().peers[&1].connects >= 2);
+    for t in [a, b, b2] {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_removed_and_added_at_a_new_address_is_reached_there_with_fresh_counters() {
+    let mut nodes = cluster(2).await;
+    let (b, mut b_inbox) = nodes.pop().unwrap();
+    let (a, mut a_inbox) = nodes.pop().unwrap();
+    exchange(&a, 1, &mut b_inbox, 0..5).await;
+    assert!(a.remove_peer(1));
+    b.shutdown().await;
+
+    let (b2, mut b2_inbox) = lone(1, CLUSTER).await;
+    b2.add_peer(0, a.local_addr()).unwrap();
+    a.add_peer(1, b2.local_addr()).unwrap();
+    let s = a.stats().peers[&1].clone();
+    assert_eq!((s.connects, s.sent_messages), (0, 0), "restarted: {s:?}");
+    exchange(&a, 1, &mut b2_inbox, 5..10).await;
+    exchange(&b2, 0, &mut a_inbox, 0..3).await;
+    settled(&a, 1, 5, 3).await;
+    a.shutdown().await;
+    b2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_count_is_bounded() {
+    let (a, _) = lone(0, CLUSTER + 5).await;
+    let nowhere = dead_addr();
+    for p in 1..=PEERS_MAX as NodeId {
+        a.add_peer(p, nowhere).unwrap();
+    }
+    let over = PEERS_MAX as NodeId + 1;
+    assert_eq!(
+        a.add_peer(over, nowhere),
+        Err(PeerError::TooManyPeers {
+            peer: over,
+            max: PEERS_MAX
+        })
+    );
+    assert!(a.remove_peer(1));
+    a.add_peer(over, nowhere).unwrap();
+    assert_eq!(a.peers().len(), PEERS_MAX);
+    a.shutdown().await;
+}
+
+/// Accepts one dial on `l` and answers its Hello as node `me`.
+async fn accept_as(l: &TcpListener, me: NodeId) -> TcpStream {
+    let (mut raw, _) = tokio::time::timeout(WAIT, l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut hello = [0u8; HELLO_LEN];
+    raw.read_exact(&mut hello).await.unwrap();
+    raw.write_all(&Hello::new(CLUSTER, me).encode())
+        .await
+        .unwrap();
+    raw
+}
+
+/// Reads one frame from a raw connection.
+async fn read_frame(raw: &mut TcpStream) -> Vec<Msg> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    raw.read_exact(&mut header).await.unwrap();
+    let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
+    raw.read_exact(&mut body).await.unwrap();
+    codec::decode_frame(&body).unwrap()
+}
+
+/// One thread, so a task `shutdown` awaited is also gone from the runtime's
+/// task count when `shutdown` returns (a joiner on another worker could see
+/// the task's end before the runtime has released it).
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_stops_writers_added_at_runtime_promptly() {
+    let (la, a_addr) = bind().await;
+    let mut cfg = TransportConfig::new(0, CLUSTER, a_addr, BTreeMap::new());
+    fast(&mut cfg);
+    // A writer stuck in a handshake would hold shutdown up to
+    // SHUTDOWN_FLUSH_MAX if it ignored the shutdown signal.
+    cfg.connect_timeout = WAIT;
+    let (a, _a_inbox) = Transport::<Msg>::start_with_listener(cfg, la)
+        .await
+        .unwrap();
+
+    // Peer 5 is live (a raw socket), peer 6 accepts TCP but never answers
+    // the Hello, peer 7 moved once (its writer replaced another).
+    let (l5, addr5) = bind().await;
+    let (l6, addr6) = bind().await;
+    a.add_peer(5, addr5).unwrap();
+    a.add_peer(6, addr6).unwrap();
+    a.add_peer(7, dead_addr()).unwrap();
+    a.add_peer(7, dead_addr()).unwrap();
+    let mut raw5 = accept_as(&l5, 5).await;
+    a.send(5, (1, vec![5])).unwrap();
+    assert_eq!(read_frame(&mut raw5).await, vec![(1, vec![5])]);
+    // A's writer to 6 is now waiting for 6's Hello.
+    let (_raw6, _) = tokio::time::timeout(WAIT, l6.accept())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let began = tokio::time::Instant::now();
+    a.clone().shutdown().await;
+    let took = began.elapsed();
+    // Every task ended before `shutdown` returned (the test body is not a
+    // task).
+    let alive = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    assert_eq!(alive, 0, "tasks outlived shutdown");
+    assert!(took < SHUTDOWN_FLUSH_MAX, "shutdown took {took:?}");
+    assert_eq!(a.add_peer(8, dead_addr()), Err(PeerError::Closed));
+    assert_eq!(a.send(5, (2, vec![])), Err(SendError::Closed));
+    // The writer closed its connection to the live peer.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, raw5.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "writer to peer 5 still connected");
+}
+
+/// One thread for the same reason as the test above.
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_waits_for_a_runtime_added_writer_to_flush() {
+    // More than the two sockets' buffers hold (the receiver's is made
+    // small), so the flush needs the peer to read and takes many polls: a
+    // shutdown that did not wait for this writer would return first.
+    const QUEUED: u64 = 60_000;
+    const PAD_BYTES: usize = 120;
+    let (a, _a_inbox) = lone(0, CLUSTER).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr5 = socket.local_addr().unwrap();
+    let l5 = socket.listen(1).unwrap();
+    a.add_peer(5, addr5).unwrap();
+    let raw5 = accept_as(&l5, 5).await.into_std().unwrap();
+    raw5.set_nonblocking(false).unwrap();
+    // A plain thread, not a task: it reads while the runtime is inside
+    // `shutdown`, and starts late so the socket buffers fill first.
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        std::thread::sleep(Duration::from_millis(200));
+        let mut raw = raw5;
+        let mut seqs = Vec::new();
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        while raw.read_exact(&mut header).is_ok() {
+            let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
+            raw.read_exact(&mut body).unwrap();
+            let msgs: Vec<Msg> = codec::decode_frame(&body).unwrap();
+            seqs.extend(msgs.into_iter().map(|(seq, _)| seq));
+        }
+        seqs
+    });
+    // Flushing is only for a live connection: let the writer finish its
+    // side of the handshake.
+    eventually("A's writer to 5 is connected", || {
+        a.stats().peers[&5].connected
+    })
+    .await;
+    for seq in 0..QUEUED {
+        a.send(5, (seq, vec![0; PAD_BYTES])).unwrap();
+    }
+
+    let began = tokio::time::Instant::now();
+    a.shutdown().await;
+    let took = began.elapsed();
+    let alive = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    assert_eq!(alive, 0, "the writer outlived shutdown");
+    assert!(took < SHUTDOWN_FLUSH_MAX, "flush cut short after {took:?}");
+    let seqs = reader.join().unwrap();
+    assert_eq!(seqs, (0..QUEUED).collect::<Vec<_>>());
 }
