@@ -13,7 +13,8 @@
 
 use crate::http::{self, ParseError, Response};
 use crate::wire::{
-    ErrorBody, LogResponse, ProposeRequest, ProposeResponse, ReadResponse, StatusResponse,
+    AddMemberRequest, ErrorBody, LogResponse, MemberChangeResponse, MembersResponse,
+    ProposeRequest, ProposeResponse, ReadResponse, StatusResponse,
 };
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -21,6 +22,11 @@ use std::io::{self, BufRead, BufReader};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Leader redirects one membership call follows: one is normal (a follower
+/// names the leader); more means leadership is moving, and the caller
+/// should retry later rather than chase it.
+pub const MEMBER_REDIRECTS_MAX: usize = 3;
 
 /// Default bound on establishing a TCP connection to one endpoint.
 ///
@@ -330,6 +336,65 @@ impl Client {
     pub fn status(&self) -> Result<StatusResponse, ClientError> {
         self.call(ClientError::is_failover, |ep| {
             self.json(ep, "GET", "/v1/status", None)
+        })
+    }
+
+    /// `GET /v1/members`: the control plane's view from whichever replica
+    /// answers.
+    pub fn members(&self) -> Result<MembersResponse, ClientError> {
+        self.call(ClientError::is_failover, |ep| {
+            self.json(ep, "GET", "/v1/members", None)
+        })
+    }
+
+    /// `POST /v1/members`: adds a replica (running with `join = true`).
+    /// Follows the leader hint of a replica that does not lead the control
+    /// plane (`307` + `Location`).
+    pub fn add_member(&self, req: &AddMemberRequest) -> Result<MemberChangeResponse, ClientError> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.member_change("POST", "/v1/members", Some(&body))
+    }
+
+    /// `DELETE /v1/members/{id}`: removes a replica; it must stay up until
+    /// its last epoch is complete (`members()` shows it). Follows leader
+    /// hints like [`Client::add_member`].
+    pub fn remove_member(
+        &self,
+        id: synod_types::NodeId,
+    ) -> Result<MemberChangeResponse, ClientError> {
+        self.member_change("DELETE", &format!("/v1/members/{id}"), None)
+    }
+
+    fn member_change(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<MemberChangeResponse, ClientError> {
+        self.call(ClientError::is_failover, |ep| {
+            let mut endpoint = ep.to_string();
+            for _ in 0..=MEMBER_REDIRECTS_MAX {
+                let resp = self.exchange(&endpoint, method, path, body)?;
+                if resp.status == 307 {
+                    if let Some(next) = resp
+                        .header("location")
+                        .and_then(|l| l.strip_prefix("http://"))
+                        .and_then(|l| l.split('/').next())
+                    {
+                        endpoint = next.to_string();
+                        continue;
+                    }
+                }
+                if !(200..300).contains(&resp.status) {
+                    return Err(http_error(&resp));
+                }
+                return serde_json::from_slice(&resp.body).map_err(|e| {
+                    ClientError::Decode(format!("{method} {path} from {endpoint}: {e}"))
+                });
+            }
+            Err(ClientError::Decode(format!(
+                "{method} {path}: more than {MEMBER_REDIRECTS_MAX} leader redirects"
+            )))
         })
     }
 

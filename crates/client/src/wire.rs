@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use synod_decision::{Guard, Op, Outcome};
-use synod_types::CmdId;
+use synod_types::{CmdId, NodeId};
 
 /// `POST /v1/decisions`: propose one decision and wait for its result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,4 +228,93 @@ pub struct Staleness {
     /// Age of the oldest decision committed here and not executed, in
     /// milliseconds (0 if none waits).
     pub oldest_unexecuted_ms: u64,
+}
+
+/// `GET /v1/members`: the control plane's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    /// The replica that answered.
+    pub node: NodeId,
+    /// The cluster's id (0 before the control plane is initialised).
+    pub cluster_id: u64,
+    /// The newest EPaxos\* epoch.
+    pub epoch: u64,
+    /// The epoch being closed while a change is in progress; no other
+    /// change is accepted until it is complete.
+    pub change_in_progress: Option<u64>,
+    /// The control plane's leader, if known here.
+    pub leader: Option<NodeId>,
+    /// The leader's HTTP API address, if known.
+    pub leader_api: Option<String>,
+    /// The Raft term at the answering replica.
+    pub raft_term: u64,
+    /// The Raft log index committed and applied at the answering replica.
+    pub raft_commit_index: u64,
+    /// Every node of the current epoch or of an epoch not yet complete.
+    pub members: Vec<MemberEntry>,
+    /// Every epoch the control state still records, oldest first.
+    pub epochs: Vec<EpochEntry>,
+}
+
+/// One node in [`MembersResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    /// Replica id.
+    pub id: NodeId,
+    /// Replica transport address.
+    pub peer_addr: String,
+    /// HTTP API address.
+    pub api_addr: String,
+    /// gRPC API address, if any.
+    pub grpc_addr: Option<String>,
+    /// `voter`, `learner`, or `none` in the control plane's Raft group.
+    pub raft_role: String,
+    /// True if it is a member of the newest epoch; false for a member
+    /// being removed (it must stay up until its last epoch is complete).
+    pub current: bool,
+}
+
+/// One epoch in [`MembersResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochEntry {
+    /// Epoch number.
+    pub epoch: u64,
+    /// Its members.
+    pub members: Vec<NodeId>,
+    /// Failures tolerated.
+    pub f: usize,
+    /// Failures tolerated by the fast path.
+    pub e: usize,
+    /// Members whose seal report is in.
+    pub sealed_by: Vec<NodeId>,
+    /// The closed set is published (epaxos.md §8.2 step 5).
+    pub closed: bool,
+    /// Ids in the closed set.
+    pub closed_ids: usize,
+    /// Members that executed the epoch's closure.
+    pub done: Vec<NodeId>,
+    /// Complete: removed members may stop, new members may fetch it.
+    pub complete: bool,
+}
+
+/// `POST /v1/members`: add a replica (it must be running with `join = true`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    /// A replica id never used in this cluster before.
+    pub id: NodeId,
+    /// Its replica transport address.
+    pub peer_addr: String,
+    /// Its HTTP API address.
+    pub api_addr: String,
+    /// Its gRPC API address, if it serves one.
+    #[serde(default)]
+    pub grpc_addr: Option<String>,
+}
+
+/// The answer to a membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChangeResponse {
+    /// The epoch the change created (or had created, for a retry).
+    pub epoch: u64,
 }

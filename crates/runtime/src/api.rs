@@ -47,7 +47,7 @@ use synod_client::wire::{
     ErrorBody, ProposeRequest, ProposeResponse, ReadResponse, StatusResponse, StreamEvent,
 };
 use synod_decision::{Decision, Outcome};
-use synod_types::CmdId;
+use synod_types::{CmdId, NodeId};
 use tokio::sync::oneshot;
 use tonic::Code;
 
@@ -65,6 +65,7 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Api {
     handle: Handle,
+    pub(crate) control: synod_control::Control,
     default_timeout_ms: u64,
     one_off: Arc<AtomicU64>,
     /// Numbers the linearizable reads of this process (their `request`).
@@ -88,6 +89,22 @@ pub enum ApiError {
     Aborted,
     /// A stream token asks for history this replica no longer has.
     Gone(String),
+    /// A membership call reached a replica that does not lead the control
+    /// plane: the leader's id and the same call's URL on it, if known.
+    NotLeader {
+        /// the leader and its HTTP API address
+        leader: Option<(NodeId, String)>,
+        /// the same request's URL on the leader
+        location: Option<String>,
+    },
+    /// The control plane refused a membership change; `retryable` if only
+    /// because another change is still in progress.
+    Conflict {
+        /// why
+        message: String,
+        /// true: retry once the change in progress is complete
+        retryable: bool,
+    },
 }
 
 /// One row of the error table ([`ApiError::classify`]).
@@ -145,6 +162,26 @@ impl ApiError {
                 true,
             ),
             ApiError::Gone(_) => (StatusCode::GONE, Code::FailedPrecondition, "gone", false),
+            ApiError::NotLeader { .. } => (
+                StatusCode::TEMPORARY_REDIRECT,
+                Code::Unavailable,
+                "not_leader",
+                true,
+            ),
+            ApiError::Conflict {
+                retryable: true, ..
+            } => (
+                StatusCode::CONFLICT,
+                Code::Aborted,
+                "change_in_progress",
+                true,
+            ),
+            ApiError::Conflict { .. } => (
+                StatusCode::CONFLICT,
+                Code::FailedPrecondition,
+                "rejected",
+                false,
+            ),
         };
         Class {
             http,
@@ -175,6 +212,13 @@ impl ApiError {
             ApiError::Aborted => {
                 "the decision's instance was replaced by a no-op during recovery; retry with the same client and request".into()
             }
+            ApiError::NotLeader { leader: Some((id, api)), .. } => format!(
+                "this replica does not lead the control plane; node {id} does (its API: {api})"
+            ),
+            ApiError::NotLeader { leader: None, .. } => {
+                "this replica does not lead the control plane and knows no leader (an election is under way); retry".into()
+            }
+            ApiError::Conflict { message, .. } => message.clone(),
         }
     }
 }
@@ -190,6 +234,23 @@ impl IntoResponse for ApiError {
             retry_after_ms,
         };
         let mut resp = (class.http, Json(body)).into_response();
+        if let ApiError::NotLeader {
+            leader, location, ..
+        } = &self
+        {
+            if let Some(l) = location
+                .as_deref()
+                .and_then(|l| HeaderValue::from_str(l).ok())
+            {
+                resp.headers_mut().insert(header::LOCATION, l);
+            }
+            if let Some(v) = leader
+                .as_ref()
+                .and_then(|(id, _)| HeaderValue::from_str(&id.to_string()).ok())
+            {
+                resp.headers_mut().insert("synod-leader", v);
+            }
+        }
         if retry_after_ms.is_some() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -230,14 +291,25 @@ impl Api {
     /// The operations of replica `handle`; `default_timeout_ms` is the
     /// default and largest wait for a proposal
     /// (`limits.propose_timeout_ms`).
-    pub fn new(handle: Handle, metrics: Metrics, default_timeout_ms: u64) -> Api {
+    pub fn new(
+        handle: Handle,
+        control: synod_control::Control,
+        metrics: Metrics,
+        default_timeout_ms: u64,
+    ) -> Api {
         Api {
             handle,
+            control,
             default_timeout_ms,
             one_off: Arc::new(AtomicU64::new(0)),
             reads: Arc::new(AtomicU64::new(0)),
             metrics,
         }
+    }
+
+    /// This replica's id.
+    pub(crate) fn control_me(&self) -> NodeId {
+        self.handle.node
     }
 
     /// Proposes one decision and waits for its outcome on this replica:
@@ -275,7 +347,9 @@ impl Api {
             ApiError::Overloaded(_)
             | ApiError::Unavailable(_)
             | ApiError::Aborted
-            | ApiError::Gone(_) => {}
+            | ApiError::Gone(_)
+            | ApiError::NotLeader { .. }
+            | ApiError::Conflict { .. } => {}
         }
     }
 
@@ -496,6 +570,14 @@ pub fn router(api: Api, max_request_bytes: usize) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/internal/snapshot", get(join_snapshot))
+        .route(
+            "/v1/members",
+            get(crate::members_api::list).post(crate::members_api::add),
+        )
+        .route(
+            "/v1/members/{id}",
+            axum::routing::delete(crate::members_api::remove),
+        )
         .route("/metrics", get(scrape))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(api)

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod config;
 pub mod grpc;
+pub mod members_api;
 pub mod membership;
 pub mod metrics;
 pub mod node;
@@ -18,8 +19,8 @@ pub mod release;
 pub mod stream;
 pub use config::NodeConfig;
 
+use membership::PeerMessage;
 use std::sync::Arc;
-use synod_epaxos::Message;
 use synod_transport::{Transport, TransportConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -86,18 +87,69 @@ pub async fn run(
     );
     let wal = Arc::new(wal);
 
-    let peers = cfg
+    let peers: std::collections::BTreeMap<_, _> = cfg
         .members
         .iter()
         .filter(|m| m.id != cfg.id)
         .map(|m| (m.id, m.peer_addr))
         .collect();
-    let mut tcfg = TransportConfig::new(cfg.id, cfg.cluster_id, me.peer_addr, peers);
+    let mut tcfg = TransportConfig::new(cfg.id, cfg.cluster_id, me.peer_addr, peers.clone());
     tcfg.max_frame_bytes = cfg.transport.max_frame_bytes;
     tcfg.peer_queue_capacity = cfg.transport.peer_queue_capacity;
-    let (transport, inbound) = Transport::<Message>::start(tcfg)
+    let (transport, mut inbound) = Transport::<PeerMessage>::start(tcfg)
         .await
         .map_err(|e| RuntimeError(format!("transport: {e}")))?;
+
+    // The control plane: its log in <data_dir>/control, its messages on the
+    // same transport.
+    let control = {
+        let t = transport.clone();
+        synod_control::Control::start(
+            synod_control::ControlConfig {
+                me: cfg.id,
+                cluster_id: cfg.cluster_id,
+                dir: cfg.data_dir.join("control"),
+                me_info: membership::member_info(&me),
+            },
+            Arc::new(move |to, m| {
+                let _ = t.send(to, PeerMessage::Control(m));
+            }),
+        )
+        .await
+        .map_err(|e| RuntimeError(format!("control plane: {e}")))?
+    };
+    if !cfg.join {
+        let members = cfg
+            .members
+            .iter()
+            .map(|m| (m.id, membership::member_info(m)))
+            .collect();
+        let c = control.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.initialize(members).await {
+                tracing::warn!("control plane: initialize: {e}");
+            }
+        });
+    }
+    tokio::spawn(membership::sync_peers(
+        cfg.id,
+        peers,
+        transport.clone(),
+        control.state(),
+    ));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let rec = if rec.epochs.is_none() {
+        match membership::join(&cfg, &wal, rec, &control, &mut inbound, &mut shutdown).await? {
+            Some(rec) => rec,
+            None => {
+                transport.shutdown().await;
+                control.shutdown().await;
+                return Ok(());
+            }
+        }
+    } else {
+        rec
+    };
 
     let (ptx, prx) = mpsc::channel(cfg.limits.max_waiting_proposals);
     let (qtx, qrx) = mpsc::channel(QUERY_QUEUE);
@@ -118,6 +170,18 @@ pub async fn run(
                 let peers = transport.stats().peers;
                 peers.into_iter().map(|(p, s)| (p, s.connected)).collect()
             }),
+            {
+                let control = control.clone();
+                Box::new(move || {
+                    let s = control.status();
+                    metrics::ControlGauges {
+                        term: s.term,
+                        is_leader: s.is_leader,
+                        commit_index: s.commit_index,
+                        epoch: control.state().borrow().current_epoch().unwrap_or(0),
+                    }
+                })
+            },
         )
     };
     let node = node::Node::new(
@@ -126,6 +190,7 @@ pub async fn run(
         wal.clone(),
         rec,
         transport.clone(),
+        control.clone(),
         metrics.clone(),
     )?;
 
@@ -146,7 +211,12 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api = api::Api::new(handle, metrics, cfg.limits.propose_timeout_ms);
+    let api = api::Api::new(
+        handle,
+        control.clone(),
+        metrics,
+        cfg.limits.propose_timeout_ms,
+    );
     let router = api::router(api.clone(), cfg.limits.max_request_bytes);
     let http_stopped = stopped(stop_apis_rx.clone());
     let http = tokio::spawn(async move {
@@ -174,7 +244,7 @@ pub async fn run(
     let mut node_task = tokio::spawn(node.run(inbound, prx, qrx, durable_rx, stop_rx));
     let result = tokio::select! {
         r = &mut node_task => r,
-        _ = shutdown => {
+        _ = &mut shutdown => {
             tracing::info!(node = cfg.id, "stopping");
             let _ = stop_tx.send(());
             (&mut node_task).await
@@ -190,6 +260,7 @@ pub async fn run(
         }
     }
     transport.shutdown().await;
+    control.shutdown().await;
     let result = result.map_err(|e| RuntimeError(format!("replica loop: {e}")))?;
     match Arc::try_unwrap(wal) {
         Ok(wal) => wal

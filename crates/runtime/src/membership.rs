@@ -149,3 +149,161 @@ pub fn install(
     rec.epochs = Some(own.epochs);
     Ok(rec)
 }
+
+/// Time between a joining replica's checks of the control state (besides
+/// every change of it) and between snapshot attempts.
+pub const JOIN_RETRY: Duration = Duration::from_millis(500);
+
+/// What the replica transport carries: the data plane's and the control
+/// plane's messages, on one connection per pair of replicas.
+#[derive(Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// EPaxos\*.
+    Data(synod_epaxos::Message),
+    /// The Raft control plane.
+    Control(synod_control::ControlMessage),
+}
+
+/// How the control plane describes a member of `cfg`.
+pub fn member_info(m: &crate::config::Member) -> synod_control::MemberInfo {
+    synod_control::MemberInfo {
+        peer_addr: m.peer_addr,
+        api_addr: m.api_addr,
+        grpc_addr: m.grpc_addr,
+    }
+}
+
+/// Keeps the transport's peers equal to the nodes the control state names
+/// (every member of the current epoch and of any epoch not yet complete),
+/// or to the configured members until the control state is initialised.
+/// Runs until the control plane stops publishing.
+pub async fn sync_peers(
+    me: NodeId,
+    configured: BTreeMap<NodeId, SocketAddr>,
+    transport: synod_transport::Transport<PeerMessage>,
+    mut state: tokio::sync::watch::Receiver<std::sync::Arc<synod_control::ControlState>>,
+) {
+    loop {
+        let want: BTreeMap<NodeId, SocketAddr> = {
+            let st = state.borrow_and_update();
+            if st.is_initialised() {
+                st.nodes
+                    .iter()
+                    .filter(|(id, _)| **id != me)
+                    .map(|(id, i)| (*id, i.peer_addr))
+                    .collect()
+            } else {
+                configured.clone()
+            }
+        };
+        let have = transport.peers();
+        for (id, addr) in &want {
+            if have.get(id) != Some(addr) {
+                match transport.add_peer(*id, *addr) {
+                    Ok(()) => tracing::info!(peer = id, %addr, "transport: peer added"),
+                    Err(e) => tracing::warn!(peer = id, %addr, "transport: cannot add peer: {e}"),
+                }
+            }
+        }
+        for id in have.keys() {
+            if !want.contains_key(id) && transport.remove_peer(*id) {
+                tracing::info!(
+                    peer = id,
+                    "transport: peer removed (no longer in any live epoch)"
+                );
+            }
+        }
+        if state.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The joining phase of a replica without data-plane state: delivers
+/// control-plane messages (data-plane ones are dropped: the senders
+/// retransmit), waits until the control state makes this replica a member
+/// of some epoch E+1 and epoch E is complete, then fetches a snapshot from
+/// a member that executed E and installs it. Returns the state to start the
+/// core from, or `None` if `shutdown` fired first.
+pub async fn join(
+    cfg: &NodeConfig,
+    wal: &Wal,
+    rec: Recovered,
+    control: &synod_control::Control,
+    inbound: &mut tokio::sync::mpsc::Receiver<(NodeId, PeerMessage)>,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<Option<Recovered>, RuntimeError> {
+    let me = cfg.id;
+    let mut state = control.state();
+    let mut retry = tokio::time::interval(JOIN_RETRY);
+    tracing::info!(
+        node = me,
+        "joining: waiting to be added (`synod member add {me} ...` on a member) and for the previous epoch to complete"
+    );
+    let mut announced = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut *shutdown => return Ok(None),
+            Some((from, m)) = inbound.recv() => {
+                if let PeerMessage::Control(m) = m {
+                    control.deliver(from, m);
+                }
+                continue;
+            }
+            _ = state.changed() => {}
+            _ = retry.tick() => {}
+        }
+        let st = state.borrow_and_update().clone();
+        let Some(first) = st
+            .epochs
+            .iter()
+            .find(|(_, r)| r.config.contains(me))
+            .map(|(e, _)| *e)
+        else {
+            continue;
+        };
+        if first == 0 {
+            return Err(RuntimeError(format!(
+                "node {me} is an initial member of the cluster, not a joining one: remove `join` from its config"
+            )));
+        }
+        if announced != Some(first) {
+            tracing::info!(
+                node = me,
+                epoch = first,
+                "joining: added in epoch {first}; waiting for epoch {} to complete",
+                first - 1
+            );
+            announced = Some(first);
+        }
+        if !st.complete(first - 1) {
+            continue;
+        }
+        let donors: Vec<(NodeId, SocketAddr)> = st.epochs[&(first - 1)]
+            .done
+            .iter()
+            .filter(|d| **d != me)
+            .filter_map(|d| st.nodes.get(d).map(|i| (*d, i.api_addr)))
+            .collect();
+        for (donor, api) in donors {
+            match fetch(api, first).await {
+                Ok(snap) => {
+                    tracing::info!(
+                        node = me,
+                        donor,
+                        records = snap.records.len(),
+                        processed = snap.processed.len(),
+                        "joining: snapshot received; installing"
+                    );
+                    return tokio::task::block_in_place(|| install(cfg, wal, rec, snap)).map(Some);
+                }
+                Err(e) => tracing::warn!(
+                    node = me,
+                    donor,
+                    "joining: no snapshot from node {donor}: {e}"
+                ),
+            }
+        }
+    }
+}

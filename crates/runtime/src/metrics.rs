@@ -148,6 +148,22 @@ pub type WalStatsFn = Box<dyn Fn() -> Option<WalStats> + Send + Sync>;
 /// Reads each peer's connection state at scrape time.
 pub type PeersFn = Box<dyn Fn() -> Vec<(NodeId, bool)> + Send + Sync>;
 
+/// The control plane's gauges, read at scrape time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControlGauges {
+    /// The Raft term this replica is in.
+    pub term: u64,
+    /// This replica leads the control plane.
+    pub is_leader: bool,
+    /// The Raft log index committed (as applied here).
+    pub commit_index: u64,
+    /// The newest EPaxos\* epoch of the control state (0 before `Init`).
+    pub epoch: u64,
+}
+
+/// Reads the control plane's gauges at scrape time.
+pub type ControlFn = Box<dyn Fn() -> ControlGauges + Send + Sync>;
+
 /// The metric handles of one replica and the registry that holds them.
 /// Cheap to clone: every clone records into the same metrics.
 #[derive(Clone, Debug)]
@@ -175,8 +191,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A registry for one node. `wal` and `peers` are read at every scrape.
-    pub fn new(wal: WalStatsFn, peers: PeersFn) -> Metrics {
+    /// A registry for one node. `wal`, `peers` and `control` are read at
+    /// every scrape.
+    pub fn new(wal: WalStatsFn, peers: PeersFn, control: ControlFn) -> Metrics {
         let mut r = Registry::default();
         let m = Metrics {
             registry: Arc::new(Registry::default()),
@@ -306,7 +323,11 @@ impl Metrics {
             "Explicit ids in the initial dependency sets of own instances (those above the stable floor); / synod_instances_submitted_total = mean dependency list length",
             m.dependency_ids_listed.clone(),
         );
-        r.register_collector(Box::new(ScrapeTime { wal, peers }));
+        r.register_collector(Box::new(ScrapeTime {
+            wal,
+            peers,
+            control,
+        }));
         Metrics {
             registry: Arc::new(r),
             ..m
@@ -423,11 +444,12 @@ fn gauge(v: u64) -> i64 {
 struct ScrapeTime {
     wal: WalStatsFn,
     peers: PeersFn,
+    control: ControlFn,
 }
 
 impl std::fmt::Debug for ScrapeTime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ScrapeTime { wal, peers }")
+        f.write_str("ScrapeTime { wal, peers, control }")
     }
 }
 
@@ -455,6 +477,32 @@ impl Collector for ScrapeTime {
                 Some(&Unit::Seconds),
                 ConstCounter::new(w.fsync_time_ns_total as f64 / 1e9),
             )?;
+        }
+        let c = (self.control)();
+        for (name, help, v) in [
+            (
+                "raft_term",
+                "The control plane's Raft term at this replica.",
+                c.term,
+            ),
+            (
+                "raft_is_leader",
+                "1 if this replica leads the control plane's Raft group.",
+                u64::from(c.is_leader),
+            ),
+            (
+                "raft_commit_index",
+                "The control plane's Raft log index committed and applied here.",
+                c.commit_index,
+            ),
+            (
+                "synod_epoch",
+                "The newest EPaxos* epoch (configuration) in the control state.",
+                c.epoch,
+            ),
+        ] {
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+                .encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
         let peers = (self.peers)();
         let mut m = enc.encode_descriptor(
@@ -499,6 +547,12 @@ mod tests {
                 })
             }),
             Box::new(|| vec![(2, true), (3, false)]),
+            Box::new(|| ControlGauges {
+                term: 4,
+                is_leader: true,
+                commit_index: 17,
+                epoch: 2,
+            }),
         )
     }
 
@@ -538,6 +592,10 @@ mod tests {
             "synod_executed_total",
             "synod_execute_latency_seconds_count",
             "synod_oldest_unexecuted_age_seconds",
+            "raft_term",
+            "raft_is_leader",
+            "raft_commit_index",
+            "synod_epoch",
             "synod_instances_submitted_total",
             "synod_dependency_ids_listed_total",
             "synod_peer_connected{peer=\"2\"}",
@@ -552,6 +610,10 @@ mod tests {
             )),
             "{text}"
         );
+        assert_eq!(sample(&text, "raft_term"), 4.0);
+        assert_eq!(sample(&text, "raft_is_leader"), 1.0);
+        assert_eq!(sample(&text, "raft_commit_index"), 17.0);
+        assert_eq!(sample(&text, "synod_epoch"), 2.0);
         assert!(text.ends_with("# EOF\n"), "{text}");
         // No `_total_total`, no unit twice.
         assert!(!text.contains("_total_total"), "{text}");
@@ -567,7 +629,12 @@ mod tests {
         assert_eq!(sample(&text, "synod_peer_connected{peer=\"2\"}"), 1.0);
         assert_eq!(sample(&text, "synod_peer_connected{peer=\"3\"}"), 0.0);
         // A closed WAL leaves its series out instead of failing the scrape.
-        let gone = Metrics::new(Box::new(|| None), Box::new(Vec::new)).encode();
+        let gone = Metrics::new(
+            Box::new(|| None),
+            Box::new(Vec::new),
+            Box::new(ControlGauges::default),
+        )
+        .encode();
         assert!(!gone.contains("synod_wal_fsyncs"), "{gone}");
         assert!(gone.contains("synod_executed_total 0"), "{gone}");
     }

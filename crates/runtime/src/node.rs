@@ -27,6 +27,7 @@
 //! clients were told).
 
 use crate::config::NodeConfig;
+use crate::membership::PeerMessage;
 use crate::metrics::{LoopState, Metrics, Rejection};
 use crate::release::ReleaseQueue;
 use crate::RuntimeError;
@@ -37,9 +38,10 @@ use std::time::{Duration, Instant};
 use synod_client::wire::{
     LogCommand, LogEntry, LogResponse, ReadResponse, Staleness, StatusResponse,
 };
+use synod_control::{Control, ControlCommand, ControlState};
 use synod_decision::{Outcome, StateMachine};
 use synod_epaxos::{
-    Envelope, EpochState, InstanceRecord, Message, Options, Output, Replica, Write,
+    Envelope, EpochState, InstanceRecord, Options, Output, Replica, SealReport, Write,
 };
 use synod_storage::{Lsn, Wal, WalOptions};
 use synod_transport::Transport;
@@ -79,6 +81,12 @@ pub const RELEASE_BEFORE_FSYNC_ENV: &str = "SYNOD_TEST_RELEASE_BEFORE_FSYNC";
 /// Beyond it new commits are not timed (the metrics then under-report);
 /// normally the map holds only what waits for dependencies.
 pub const COMMIT_TIMES_MAX: usize = 65_536;
+
+/// How often the loop submits again what the control state lacks: its
+/// durable seal reports and its completed epochs. Submissions are
+/// idempotent, so a short period only costs a few small messages during an
+/// epoch change.
+pub const CONTROL_RESUBMIT: Duration = Duration::from_millis(500);
 
 /// A peer counts as reachable for `/readyz` if it was heard from within this.
 pub const PEER_SILENCE_READY: Duration = Duration::from_secs(3);
@@ -405,7 +413,14 @@ pub struct Node {
     replica: Replica,
     app: StateMachine,
     wal: Arc<Wal>,
-    transport: Transport<Message>,
+    transport: Transport<PeerMessage>,
+    /// The control plane: where epochs come from and seal reports go.
+    control: Control,
+    /// Seal reports made durable here that the control state does not show
+    /// yet, resubmitted every [`CONTROL_RESUBMIT`] until it does.
+    seal_reports: BTreeMap<u64, SealReport>,
+    /// When the loop next resubmits what the control state lacks.
+    resubmit_due: Instant,
     queue: ReleaseQueue<Output>,
     next_seq: u64,
     applied_ids: BTreeSet<CmdId>,
@@ -442,7 +457,8 @@ impl Node {
         boot_id: u64,
         wal: Arc<Wal>,
         rec: Recovered,
-        transport: Transport<Message>,
+        transport: Transport<PeerMessage>,
+        control: Control,
         metrics: Metrics,
     ) -> Result<Node, RuntimeError> {
         let me = cfg.id;
@@ -459,9 +475,21 @@ impl Node {
             rec.next_seq,
             rec.processed.clone(),
         );
+        // Seals recovered from disk are durable: report them again until the
+        // control state has them.
+        let seal_reports = replica
+            .epoch_state()
+            .seals
+            .iter()
+            .filter(|(_, s)| s.closed.is_none())
+            .filter_map(|(e, _)| replica.seal_report(*e).map(|r| (*e, r)))
+            .collect();
         Ok(Node {
             me,
             boot_id,
+            control,
+            seal_reports,
+            resubmit_due: Instant::now(),
             replica,
             app: rec.app,
             queue: ReleaseQueue::new(wal.last_lsn(), wal.durable_lsn()),
@@ -507,7 +535,7 @@ impl Node {
     /// Runs until `shutdown` fires.
     pub async fn run(
         mut self,
-        mut inbound: mpsc::Receiver<(NodeId, Message)>,
+        mut inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
         mut proposals: mpsc::Receiver<Proposal>,
         mut queries: mpsc::Receiver<Query>,
         mut durable_rx: mpsc::UnboundedReceiver<Lsn>,
@@ -519,8 +547,13 @@ impl Node {
         // Executions of committed-but-unapplied instances come out now; the
         // ones that cannot (a dependency not committed here yet) keep the
         // replica unready until they are processed.
+        let mut control_state = self.control.state();
         let out = self.replica.flush();
         self.handle(out)?;
+        // Epochs the control plane made while this replica was down come
+        // before any peer message.
+        let st = control_state.borrow_and_update().clone();
+        self.on_control_state(&st)?;
         self.recovering = self
             .replica
             .instances()
@@ -551,20 +584,27 @@ impl Node {
                         return Err(RuntimeError(format!("snapshot failed: {e}")));
                     }
                 }
+                Ok(()) = control_state.changed() => {
+                    let st = control_state.borrow_and_update().clone();
+                    self.on_control_state(&st)?;
+                }
                 _ = tick.tick() => {
                     let out = self.replica.tick();
                     self.handle(out)?;
                     self.refresh_metrics();
+                    let st = control_state.borrow().clone();
+                    self.resubmit(&st);
                 }
                 Some((from, msg)) = inbound.recv(), if !backlogged => {
                     let now = Instant::now();
                     self.last_heard.insert(from, now);
-                    let mut out = self.replica.step(from, msg);
+                    let mut out = Output::default();
+                    self.deliver(from, msg, &mut out);
                     for _ in 1..MAX_INPUTS_PER_TURN {
                         match inbound.try_recv() {
                             Ok((from, msg)) => {
                                 self.last_heard.insert(from, now);
-                                out.extend(self.replica.step(from, msg));
+                                self.deliver(from, msg, &mut out);
                             }
                             Err(_) => break,
                         }
@@ -588,6 +628,86 @@ impl Node {
             self.maybe_snapshot(&snap_tx);
         }
         self.stop(proposals).await
+    }
+
+    /// Hands a peer message to the core or to the control plane.
+    fn deliver(&mut self, from: NodeId, msg: PeerMessage, out: &mut Output) {
+        match msg {
+            PeerMessage::Data(m) => out.extend(self.replica.step(from, m)),
+            PeerMessage::Control(m) => self.control.deliver(from, m),
+        }
+    }
+
+    /// Brings the core up to the control state (epaxos.md §8): every epoch
+    /// it does not know yet, in order ([`Replica::begin_epoch`] seals the
+    /// current one), then every closed set it has not applied
+    /// ([`Replica::close_epoch`]). Both are idempotent.
+    fn on_control_state(&mut self, st: &ControlState) -> Result<(), RuntimeError> {
+        let mut out = Output::default();
+        let cur = self.replica.config().epoch;
+        for (e, rec) in st.epochs.range(cur + 1..) {
+            tracing::info!(node = self.me, epoch = e, members = ?rec.config.members(), "control plane: new epoch");
+            out.extend(self.replica.begin_epoch(rec.config.clone()));
+        }
+        let cur = self.replica.config().epoch;
+        for (e, rec) in st.epochs.range(..cur) {
+            let Some(k) = &rec.closed else { continue };
+            let closed_here = self
+                .replica
+                .epoch_state()
+                .seals
+                .get(e)
+                .is_some_and(|s| s.closed.is_some());
+            let member = rec.config.contains(self.me);
+            if !closed_here && (member || !self.replica.epoch_state().seals.contains_key(e)) {
+                tracing::info!(
+                    node = self.me,
+                    epoch = e,
+                    k = k.len(),
+                    "control plane: epoch closed"
+                );
+                out.extend(self.replica.close_epoch(*e, k.clone()));
+            }
+        }
+        out.extend(self.replica.flush());
+        self.handle(out)
+    }
+
+    /// Every [`CONTROL_RESUBMIT`]: submits again the durable seal reports
+    /// and the completed epochs the control state does not show (a
+    /// submission is fire-and-forget and may be lost with a leader).
+    fn resubmit(&mut self, st: &ControlState) {
+        let now = Instant::now();
+        if now < self.resubmit_due {
+            return;
+        }
+        self.resubmit_due = now + CONTROL_RESUBMIT;
+        self.seal_reports
+            .retain(|e, _| st.epochs.get(e).is_none_or(|r| r.closed.is_none()));
+        for r in self.seal_reports.values() {
+            if !st
+                .epochs
+                .get(&r.epoch)
+                .is_some_and(|x| x.reports.contains_key(&self.me))
+            {
+                self.control.submit(ControlCommand::SealReport {
+                    epoch: r.epoch,
+                    from: self.me,
+                    known: r.known.clone(),
+                });
+            }
+        }
+        for (e, rec) in &st.epochs {
+            if rec.closed.is_some()
+                && !rec.done.contains(&self.me)
+                && self.replica.epoch_complete(*e)
+            {
+                self.control.submit(ControlCommand::EpochDone {
+                    epoch: *e,
+                    from: self.me,
+                });
+            }
+        }
     }
 
     /// Registers the waiter and hands the command to the core.
@@ -682,7 +802,28 @@ impl Node {
             }
             // A full queue or a down peer loses the message; the core
             // retransmits (epaxos.md §4.1.7).
-            let _ = self.transport.send(to, msg);
+            let _ = self.transport.send(to, PeerMessage::Data(msg));
+        }
+        // Durable now: the control plane may count them (epaxos.md §8.2
+        // step 4; a report must never promise more than the disk holds).
+        for r in out.seal_reports {
+            self.control.submit(ControlCommand::SealReport {
+                epoch: r.epoch,
+                from: r.from,
+                known: r.known.clone(),
+            });
+            self.seal_reports.insert(r.epoch, r);
+        }
+        for e in out.completed_epochs {
+            tracing::info!(
+                node = self.me,
+                epoch = e,
+                "epoch executed here (its closure is complete)"
+            );
+            self.control.submit(ControlCommand::EpochDone {
+                epoch: e,
+                from: self.me,
+            });
         }
         let now = Instant::now();
         for id in out.committed {

@@ -41,6 +41,9 @@ pub enum Command {
     Propose(ProposeArgs),
     /// Print each endpoint's status.
     Status(StatusArgs),
+    /// Show or change the cluster's membership (the Raft control plane).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Read one key: local (this replica's state) or, with
     /// --linearizable, through the protocol.
     Get(GetArgs),
@@ -195,6 +198,71 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// `synod member ...`.
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List the members (addresses, Raft role, current or leaving), the
+    /// control plane's leader and term, and every epoch still recorded.
+    List(MemberListArgs),
+    /// Add a replica. Start it first with `join = true` in its config
+    /// (listing itself and at least one running member); it catches up
+    /// from a member's snapshot once the previous epoch is complete, then
+    /// serves.
+    Add(MemberAddArgs),
+    /// Remove a replica. Keep it running until this returns (its last epoch
+    /// is complete: every decision it acknowledged is executed elsewhere);
+    /// then stop it.
+    Remove(MemberRemoveArgs),
+}
+
+/// `synod member list`.
+#[derive(Debug, clap::Args)]
+pub struct MemberListArgs {
+    /// Endpoints.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `synod member add`.
+#[derive(Debug, clap::Args)]
+pub struct MemberAddArgs {
+    /// The new replica's id (never used in this cluster before).
+    pub id: u16,
+    /// Its replica transport address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_addr: String,
+    /// Its HTTP API address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api_addr: String,
+    /// Its gRPC API address, if it serves one.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub grpc_addr: Option<String>,
+    /// Endpoints.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// How long to wait for the change to finish (the new member a voter,
+    /// the previous epoch complete); 0 returns at once.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub wait: u64,
+}
+
+/// `synod member remove`.
+#[derive(Debug, clap::Args)]
+pub struct MemberRemoveArgs {
+    /// The replica to remove.
+    pub id: u16,
+    /// Endpoints.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// How long to wait for the removed replica's last epoch to complete
+    /// (after which it may be stopped); 0 returns at once.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub wait: u64,
 }
 
 /// Output format of `status`.

@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Propose(a) => propose(&a),
         Command::Status(a) => status(&a),
         Command::Get(a) => get(&a),
+        Command::Member(m) => crate::members::run(&m),
         Command::Watch(a) => watch(&a),
         Command::Bench(a) => synod_bench::run(a).map(|()| ExitCode::SUCCESS),
     };

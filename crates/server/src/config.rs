@@ -54,6 +54,11 @@ pub struct ConfigFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<u64>,
+    /// Join a running cluster as a new member (sets `join = true`): wait
+    /// for `synod member add`, then catch up from a member's snapshot.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub join: bool,
 }
 
 /// The layers, in order, for `flags`.
@@ -159,6 +164,13 @@ mod tests {
             assert_eq!((c.id, c.cluster_id), (0, 9));
             assert_eq!(c.data_dir, PathBuf::from("/flag"));
             assert_eq!(c.protocol.tick_ms, 2, "env value kept where no flag");
+            assert!(!c.join, "join defaults to false");
+            let c = load(&ConfigFlags {
+                join: true,
+                ..flags(Some("node.toml"))
+            })
+            .unwrap();
+            assert!(c.join, "--join sets join");
             Ok(())
         });
     }
