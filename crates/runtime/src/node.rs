@@ -386,6 +386,24 @@ pub fn options(cfg: &NodeConfig, seed: u64) -> Options {
     }
 }
 
+/// `opts` with the protocol settings replicated by the control plane laid
+/// over the config file's (they apply from the next start of the replica).
+pub fn with_settings(mut opts: Options, s: &synod_control::Settings) -> Options {
+    if let Some(t) = s.thrifty {
+        opts.thrifty = t;
+    }
+    if let Some(b) = s.batch_size_max {
+        opts.batch_size_max = b.clamp(1, 4096);
+    }
+    if let Some(t) = s.fast_timeout_ticks {
+        opts.fast_timeout_ticks = t.max(1);
+    }
+    if let Some(t) = s.commit_timeout_ticks {
+        opts.commit_timeout_ticks = t.max(1);
+    }
+    opts
+}
+
 /// The quorum configuration of the configured members (epoch 0).
 pub fn quorum(cfg: &NodeConfig) -> Result<QuorumConfig, RuntimeError> {
     let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
@@ -470,7 +488,7 @@ impl Node {
         let replica = Replica::restart_in(
             me,
             epochs,
-            options(&cfg, boot_id),
+            with_settings(options(&cfg, boot_id), &control.state().borrow().settings),
             rec.records,
             rec.next_seq,
             rec.processed.clone(),
@@ -1195,5 +1213,29 @@ impl Node {
             let _ = w.reply.send(Err(ProposeError::ShuttingDown));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicated_settings_override_the_config_and_are_clamped() {
+        let base = Options::default();
+        let same = with_settings(base.clone(), &synod_control::Settings::default());
+        assert_eq!(same.batch_size_max, base.batch_size_max);
+        assert_eq!(same.thrifty, base.thrifty);
+        let s = synod_control::Settings {
+            thrifty: Some(!base.thrifty),
+            batch_size_max: Some(1_000_000),
+            fast_timeout_ticks: Some(0),
+            commit_timeout_ticks: Some(77),
+        };
+        let o = with_settings(base.clone(), &s);
+        assert_eq!(o.thrifty, !base.thrifty);
+        assert_eq!(o.batch_size_max, 4096, "clamped to the config's limit");
+        assert_eq!(o.fast_timeout_ticks, 1, "at least one tick");
+        assert_eq!(o.commit_timeout_ticks, 77);
     }
 }

@@ -125,21 +125,41 @@ fn arm_spec(spec: &str) -> Result<(), StorageError> {
     arm(name, nth)
 }
 
-/// Arms from [`ENV_VAR`] the first time it is called in this process.
-pub(crate) fn arm_from_env() -> Result<(), StorageError> {
+/// The data directory of the first WAL opened in this process, when the
+/// failpoint was armed from [`ENV_VAR`]: only that WAL's hits count. A
+/// replica opens its data WAL first and the control plane's
+/// (`<data_dir>/control`) after it, so an environment-armed point targets
+/// the data WAL and its hit counts do not depend on control-plane traffic.
+/// A point armed with [`arm`] counts hits of every WAL.
+static SCOPE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Arms from [`ENV_VAR`] the first time it is called in this process;
+/// `root` is the data directory of the WAL being opened.
+pub(crate) fn arm_from_env(root: &Path) -> Result<(), StorageError> {
     FROM_ENV
         .get_or_init(|| match std::env::var(ENV_VAR) {
-            Ok(spec) if !spec.is_empty() => arm_spec(&spec).map_err(|e| e.to_string()),
+            Ok(spec) if !spec.is_empty() => {
+                let _ = SCOPE.set(root.to_path_buf());
+                arm_spec(&spec).map_err(|e| e.to_string())
+            }
             _ => Ok(()),
         })
         .clone()
         .map_err(|reason| StorageError::Config { reason })
 }
 
-/// Passes failpoint `name`; fires if it is armed and this is the chosen hit.
-pub(crate) fn hit(name: &'static str) {
+/// Passes failpoint `name` in `dir` (a WAL's `wal/` or `snap/` directory);
+/// fires if it is armed, `dir` is in scope (see [`SCOPE`]) and this is the
+/// chosen hit.
+pub(crate) fn hit(name: &'static str, dir: &Path) {
     debug_assert!(FAILPOINTS.contains(&name), "unlisted failpoint {name}");
     if !ANY_ARMED.load(Ordering::Relaxed) {
+        return;
+    }
+    if SCOPE
+        .get()
+        .is_some_and(|root| dir.parent() != Some(root.as_path()))
+    {
         return;
     }
     let mut armed = lock(&ARMED);

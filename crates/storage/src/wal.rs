@@ -35,6 +35,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The directory a WAL file is in (`wal/` or `snap/`), for failpoint
+/// scoping.
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(path)
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -145,7 +151,7 @@ fn create_spare(wal_dir: &Path, bytes: u64) -> Result<File, StorageError> {
         .open(&path)
         .map_err(StorageError::io(&path, "create"))?;
     failpoint::note_created(&path);
-    hit("wal.segment_create");
+    hit("wal.segment_create", parent_of(&path));
     let zeros = vec![0u8; ZERO_CHUNK_BYTES];
     let mut at = 0u64;
     while at < bytes {
@@ -154,10 +160,10 @@ fn create_spare(wal_dir: &Path, bytes: u64) -> Result<File, StorageError> {
             .map_err(StorageError::io(&path, "preallocate"))?;
         at += n as u64;
     }
-    hit("wal.before_segment_fsync");
+    hit("wal.before_segment_fsync", parent_of(&path));
     file.sync_all().map_err(StorageError::io(&path, "fsync"))?;
     failpoint::note_data_synced(&path);
-    hit("wal.after_segment_fsync");
+    hit("wal.after_segment_fsync", parent_of(&path));
     fsync_dir(wal_dir)?;
     Ok(file)
 }
@@ -193,17 +199,17 @@ fn roll(
     failpoint::note_write(&spare_path, 0, SEG_HEADER_LEN as u64);
     file.write_all_at(&format::encode_seg_header(first_lsn), 0)
         .map_err(StorageError::io(&spare_path, "write segment header"))?;
-    hit("wal.roll_after_header");
+    hit("wal.roll_after_header", wal_dir);
     file.sync_data()
         .map_err(StorageError::io(&spare_path, "fdatasync"))?;
     failpoint::note_data_synced(&spare_path);
-    hit("wal.roll_after_header_fsync");
+    hit("wal.roll_after_header_fsync", wal_dir);
     let path = wal_dir.join(format::seg_name(first_lsn));
     fs::rename(&spare_path, &path).map_err(StorageError::io(&path, "rename"))?;
     failpoint::note_renamed(&spare_path, &path);
-    hit("wal.roll_after_rename");
+    hit("wal.roll_after_rename", wal_dir);
     fsync_dir(wal_dir)?;
-    hit("wal.roll_after_dir_fsync");
+    hit("wal.roll_after_dir_fsync", wal_dir);
     lock(&shared.segments).push(first_lsn);
     shared.counters.segments.fetch_add(1, Ordering::Relaxed);
     let seg = Segment {
@@ -294,7 +300,7 @@ impl Writer {
             "batch overruns segment {}",
             seg.path.display()
         );
-        hit("wal.before_write");
+        hit("wal.before_write", parent_of(&seg.path));
         failpoint::note_write(&seg.path, seg.offset, end);
         seg.file
             .write_all_at(&self.buf, seg.offset)
@@ -302,7 +308,7 @@ impl Writer {
         seg.offset = end;
         let bytes = self.buf.len() as u64;
         self.buf.clear();
-        hit("wal.after_write");
+        hit("wal.after_write", parent_of(&seg.path));
         if !self.shared.opts.emulated_sync_delay.is_zero() {
             std::thread::sleep(self.shared.opts.emulated_sync_delay);
         }
@@ -312,7 +318,7 @@ impl Writer {
             .map_err(StorageError::io(&seg.path, "fdatasync"))?;
         let ns = t0.elapsed().as_nanos() as u64;
         failpoint::note_data_synced(&seg.path);
-        hit("wal.after_fsync");
+        hit("wal.after_fsync", parent_of(&seg.path));
 
         let c = &self.shared.counters;
         c.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -353,7 +359,7 @@ impl Wal {
         on_durable: Box<dyn Fn(Lsn) + Send + Sync>,
     ) -> Result<(Wal, Recovered), StorageError> {
         opts.validate()?;
-        failpoint::arm_from_env()?;
+        failpoint::arm_from_env(dir)?;
         let wal_dir = dir.join("wal");
         let snap_dir = dir.join("snap");
         if !dir.is_dir() {
@@ -576,22 +582,22 @@ impl Wal {
             .open(&tmp)
             .map_err(StorageError::io(&tmp, "create"))?;
         failpoint::note_created(&tmp);
-        hit("snap.after_tmp_create");
+        hit("snap.after_tmp_create", &snap_dir);
         let header = format::encode_snap_header(lsn, bytes);
         let total = (header.len() + bytes.len()) as u64;
         failpoint::note_write(&tmp, 0, total);
         file.write_all_at(&header, 0)
             .and_then(|()| file.write_all_at(bytes, header.len() as u64))
             .map_err(StorageError::io(&tmp, "write"))?;
-        hit("snap.after_tmp_write");
+        hit("snap.after_tmp_write", &snap_dir);
         file.sync_all().map_err(StorageError::io(&tmp, "fsync"))?;
         failpoint::note_data_synced(&tmp);
-        hit("snap.after_tmp_fsync");
+        hit("snap.after_tmp_fsync", &snap_dir);
         fs::rename(&tmp, &path).map_err(StorageError::io(&path, "rename"))?;
         failpoint::note_renamed(&tmp, &path);
-        hit("snap.after_rename");
+        hit("snap.after_rename", &snap_dir);
         fsync_dir(&snap_dir)?;
-        hit("snap.after_dir_fsync");
+        hit("snap.after_dir_fsync", &snap_dir);
         *newest = Some(lsn);
 
         self.compact(lsn, &snap_dir)
@@ -622,10 +628,10 @@ impl Wal {
                 segs.remove(0);
             }
         }
-        hit("compact.after_delete");
+        hit("compact.after_delete", snap_dir);
         fsync_dir(snap_dir)?;
         fsync_dir(&self.shared.wal_dir)?;
-        hit("compact.after_dir_fsync");
+        hit("compact.after_dir_fsync", snap_dir);
         Ok(())
     }
 

@@ -103,6 +103,51 @@ impl Cluster {
         c
     }
 
+    /// Adds replica `id` (the next id) as a *joining* replica: its config has
+    /// `join = true` and lists every replica so far plus itself (HTTP
+    /// `base+id`, transport `base+10+id`). Not started; the cluster adds it
+    /// with `synod member add` (or `Client::add_member`).
+    pub fn add_joiner(&mut self, id: u16) {
+        assert_eq!(id as usize, self.procs.len(), "joiners get the next id");
+        let text = fs::read_to_string(&self.procs[0].config).unwrap();
+        let members_at = text.find("[[members]]").unwrap();
+        let mut members = text[members_at..].to_string();
+        let extra_at = members.rfind("api_addr = ").unwrap();
+        let extra_at = extra_at + members[extra_at..].find('\n').unwrap() + 1;
+        let extra = members.split_off(extra_at);
+        members.push_str(&format!(
+            "\n[[members]]\nid = {id}\npeer_addr = \"127.0.0.1:{}\"\napi_addr = \"127.0.0.1:{}\"\n",
+            self.base_port + 10 + id,
+            self.base_port + id
+        ));
+        let config = self.dir.join(format!("node-{id}.toml"));
+        fs::write(
+            &config,
+            format!(
+                "id = {id}\njoin = true\ndata_dir = \"{}\"\n\n{members}{extra}",
+                self.data_dir(id).display()
+            ),
+        )
+        .unwrap();
+        self.procs.push(Proc {
+            id,
+            config,
+            child: None,
+            log_path: self.dir.join(format!("node-{id}.log")),
+            env: Vec::new(),
+        });
+    }
+
+    /// Replica `id`'s member request for `Client::add_member`.
+    pub fn member_request(&self, id: u16) -> synod_client::wire::AddMemberRequest {
+        synod_client::wire::AddMemberRequest {
+            id,
+            peer_addr: format!("127.0.0.1:{}", self.base_port + 10 + id),
+            api_addr: api_addr(self.base_port, id),
+            grpc_addr: None,
+        }
+    }
+
     pub fn data_dir(&self, id: u16) -> PathBuf {
         self.dir.join(format!("node-{id}"))
     }
@@ -374,6 +419,12 @@ pub fn propose_until(
 
 impl Load {
     pub fn start(endpoints: Vec<String>, workers: u64) -> Load {
+        Load::start_at(endpoints, workers, 1000)
+    }
+
+    /// Like [`Load::start`], with sessions `first_client..first_client+workers`
+    /// (two loads at once need disjoint sessions).
+    pub fn start_at(endpoints: Vec<String>, workers: u64, first_client: u64) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(AtomicU64::new(0));
@@ -390,7 +441,7 @@ impl Load {
                         .unwrap()
                         .with_connect_timeout(Duration::from_millis(300))
                         .with_read_timeout(Duration::from_secs(5));
-                    let client = 1000 + w;
+                    let client = first_client + w;
                     let mut request = 1;
                     while !stop.load(Ordering::Relaxed) {
                         let ops = load_ops(client, request);

@@ -1,0 +1,142 @@
+//! Growing a cluster 3 → 5 and shrinking it back to 3 under load, with
+//! real `synod server` processes (issue 5; epaxos.md §8).
+//!
+//! Two closed-loop loads run through the changes: one on the three
+//! original replicas the whole time, one on the two added replicas while
+//! they are members. Then every decision acknowledged to any client, also
+//! those acknowledged by the replicas that were removed, must be applied
+//! exactly once on every remaining replica, in the same per-key order, and
+//! the joiners' histories (which start at their snapshot) must be suffixes
+//! of the same order.
+//!
+//! Ports 29600–29699.
+
+mod cluster;
+
+use cluster::*;
+use std::time::{Duration, Instant};
+use synod_client::wire::MembersResponse;
+use synod_client::Client;
+
+const BASE: u16 = 29600;
+
+fn members(c: &Client) -> MembersResponse {
+    c.members().expect("GET /v1/members")
+}
+
+/// Waits until epoch `epoch − 1` is complete and `also` holds.
+fn wait_change(c: &Client, epoch: u64, what: &str, also: impl Fn(&MembersResponse) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = c.members();
+        if let Ok(m) = &m {
+            let complete = m.epochs.iter().any(|e| e.epoch + 1 == epoch && e.complete);
+            if complete && also(m) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not done within 60 s: {m:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn voter(m: &MembersResponse, id: u16) -> bool {
+    m.members
+        .iter()
+        .any(|e| e.id == id && e.raft_role == "voter")
+}
+
+#[test]
+fn growing_3_to_5_and_shrinking_back_under_load_loses_no_acknowledged_decision() {
+    let mut c = Cluster::new("reconfig", 3, BASE, "");
+    c.add_joiner(3);
+    c.add_joiner(4);
+    for id in 0..3 {
+        c.start(id);
+    }
+    c.wait_ready_of(&[0, 1, 2], Duration::from_secs(30));
+    let admin = Client::new(c.endpoints()[..3].to_vec())
+        .unwrap()
+        .with_read_timeout(Duration::from_secs(10));
+    setup_counters(&admin);
+    let original = Load::start(c.endpoints()[..3].to_vec(), 4);
+    let wait_acked = |l: &Load, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let start = l.acked_len();
+        while l.acked_len() < start + n {
+            assert!(Instant::now() < deadline, "load made no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_acked(&original, 50);
+
+    // 3 → 4 → 5: each joiner is started first (it waits), then added.
+    for id in [3u16, 4] {
+        c.start(id);
+        let r = admin.add_member(&c.member_request(id)).expect("add");
+        wait_change(&admin, r.epoch, &format!("adding {id}"), |m| voter(m, id));
+        c.wait_ready_of(&[id], Duration::from_secs(60));
+        wait_acked(&original, 30);
+    }
+    let m = members(&admin);
+    assert_eq!(m.epoch, 2, "{m:#?}");
+    assert_eq!(
+        m.epochs.last().unwrap().members,
+        vec![0, 1, 2, 3, 4],
+        "{m:#?}"
+    );
+    // The added replicas take proposals too.
+    let added = Load::start_at(c.endpoints()[3..].to_vec(), 2, 2000);
+    wait_acked(&added, 40);
+    wait_acked(&original, 30);
+    let added = added.stop();
+
+    // 5 → 4 → 3: remove the added replicas; each stays up until its last
+    // epoch is complete, then stops.
+    let mut joiner_logs = Vec::new();
+    for id in [4u16, 3] {
+        let r = admin.remove_member(id).expect("remove");
+        wait_change(&admin, r.epoch, &format!("removing {id}"), |m| {
+            !voter(m, id)
+        });
+        joiner_logs.push((id, c.log(id)));
+        assert!(c.stop(id).is_some_and(|s| s.success()), "node {id} stopped");
+        wait_acked(&original, 30);
+    }
+    let m = members(&admin);
+    assert_eq!(m.epoch, 4, "{m:#?}");
+    assert_eq!(m.epochs.last().unwrap().members, vec![0, 1, 2], "{m:#?}");
+
+    let mut acked = original.stop();
+    acked.extend(added);
+    acked.sort();
+    assert!(
+        acked.len() >= 200,
+        "only {} decisions acknowledged",
+        acked.len()
+    );
+    c.wait_converged(Duration::from_secs(30));
+    let logs: Vec<_> = (0..3).map(|id| c.log(id)).collect();
+    for (id, log) in logs.iter().enumerate() {
+        check_exactly_once(id as u16, log, &acked);
+    }
+    let reference = per_key(&logs[0]);
+    for log in &logs[1..] {
+        check_same_order(&reference, &per_key(log), true);
+    }
+    for (id, log) in &joiner_logs {
+        assert!(!log.is_empty(), "node {id} executed nothing while a member");
+        // A joiner executed a contiguous stretch of each key's history:
+        // from its snapshot until it stopped.
+        for (k, seq) in per_key(log) {
+            let all = reference.get(&k).cloned().unwrap_or_default();
+            assert!(
+                all.windows(seq.len()).any(|w| w == seq.as_slice()),
+                "node {id}, key {k}: its sequence {seq:?} is not a contiguous part of node 0's"
+            );
+        }
+    }
+}
