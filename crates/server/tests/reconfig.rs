@@ -159,3 +159,60 @@ fn growing_3_to_5_and_shrinking_back_under_load_loses_no_acknowledged_decision()
         }
     }
 }
+
+/// A continuing member (maybe the control plane's leader) is killed with
+/// SIGKILL right after a replica is added and restarted while the epoch
+/// closes; then an *original* member is removed and stopped. Nothing
+/// acknowledged is lost, and the survivors agree.
+#[test]
+fn a_member_killed_during_a_change_and_an_original_member_removed_lose_nothing() {
+    let base = BASE + 40;
+    let mut c = Cluster::new("reconfig-kill", 3, base, "");
+    c.add_joiner(3);
+    for id in 0..3 {
+        c.start(id);
+    }
+    c.wait_ready_of(&[0, 1, 2], Duration::from_secs(30));
+    let admin = Client::new(c.endpoints()[..3].to_vec())
+        .unwrap()
+        .with_read_timeout(Duration::from_secs(10));
+    setup_counters(&admin);
+    let load = Load::start(c.endpoints()[..3].to_vec(), 4);
+    let wait_acked = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let start = load.acked_len();
+        while load.acked_len() < start + n {
+            assert!(Instant::now() < deadline, "load made no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_acked(50);
+
+    c.start(3);
+    let r = retrying("add", || admin.add_member(&c.member_request(3)));
+    c.kill(0);
+    wait_acked(20);
+    c.start(0);
+    wait_change(&admin, r.epoch, "adding 3 across a crash", |m| voter(m, 3));
+    c.wait_ready_of(&[0, 3], Duration::from_secs(60));
+    wait_acked(30);
+
+    let r = retrying("remove", || admin.remove_member(2));
+    wait_change(&admin, r.epoch, "removing 2", |m| !voter(m, 2));
+    assert!(c.stop(2).is_some_and(|s| s.success()), "node 2 stopped");
+    wait_acked(30);
+    let m = members(&admin);
+    assert_eq!(m.epochs.last().unwrap().members, vec![0, 1, 3], "{m:#?}");
+
+    let acked = load.stop();
+    c.wait_converged(Duration::from_secs(30));
+    // Node 1 ran throughout: its log is the whole history.
+    let full = c.log(1);
+    check_exactly_once(1, &full, &acked);
+    let reference = per_key(&full);
+    // Node 0 restarted (its log starts at its snapshot) and node 3 joined
+    // (at its snapshot): each executed a suffix of the same order.
+    for id in [0u16, 3] {
+        check_same_order(&reference, &per_key(&c.log(id)), false);
+    }
+}
