@@ -445,6 +445,10 @@ async fn handle_rpc(raft: &Raft, rpc: RpcKind) -> ReplyKind {
             Ok(r) => ReplyKind::Vote(r),
             Err(e) => err(&e),
         },
+        RpcKind::TransferLeader(req) => match raft.handle_transfer_leader(req).await {
+            Ok(r) => ReplyKind::TransferLeader(r),
+            Err(e) => err(&e),
+        },
         RpcKind::InstallSnapshot { vote, meta, data } => {
             if data.len() > CONTROL_SNAPSHOT_MAX_BYTES {
                 return ReplyKind::Error(format!(
@@ -484,7 +488,8 @@ async fn reconcile_loop(r: Reconciler) {
 }
 
 impl Reconciler {
-    /// One round on the leader: (a) write `Init` if the state is empty;
+    /// One round on the leader: (0) hand leadership over if this node is no
+    /// longer a voter; (a) write `Init` if the state is empty;
     /// (b) add current members as learners and promote them once caught up,
     /// keeping removed voters as learners; (c) drop learners whose last
     /// epoch is complete. One membership change at a time; errors retry
@@ -515,6 +520,26 @@ impl Reconciler {
         }
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let learners: BTreeSet<u64> = membership.learner_ids().collect();
+
+        // A leader the current epoch removed stays a learner (so it keeps
+        // serving its old epoch), and openraft lets a learner keep leading:
+        // hand leadership to the most caught-up voter.
+        let me = *self.raft.node_id();
+        if !voters.contains(&me) {
+            if let Some(to) = voters
+                .iter()
+                .copied()
+                .max_by_key(|v| matched.get(v).copied())
+            {
+                tracing::info!(
+                    "control: leader {me} is no longer a voter; transferring leadership to {to}"
+                );
+                if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+                    tracing::info!("control: transfer_leader({to}): {e}");
+                }
+            }
+            return;
+        }
 
         let Some(cur) = st.current() else {
             // (a) The leader writes Init from the Raft membership.

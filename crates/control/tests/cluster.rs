@@ -166,6 +166,29 @@ async fn a_removed_member_stays_a_learner_until_its_epoch_is_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_hands_leadership_to_a_remaining_voter() {
+    let all: [NodeId; 4] = [1, 2, 3, 4];
+    let mut c = Cluster::new();
+    c.start_initialised(&all).await;
+    let old = c.wait_leader(&all).await;
+    c.wait_state(old, "Init", |s| s.is_initialised()).await;
+    let r = c.write(ControlCommand::RemoveMember { id: old }).await;
+    assert_eq!(r, ControlReply::Epoch(1));
+    let rest: Vec<NodeId> = all.iter().copied().filter(|n| *n != old).collect();
+    // openraft lets a learner lead; the reconcile task hands leadership over.
+    let new = c.wait_leader(&rest).await;
+    c.wait_status(new, "old leader kept as a learner", |s| {
+        s.voters == rest.iter().copied().collect() && s.learners == set(&[old])
+    })
+    .await;
+    c.wait_status(old, "old leader follows", |s| {
+        !s.is_leader && s.leader == Some(new)
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_old_leader_cannot_commit() {
     let mut c = Cluster::new();
     c.start_initialised(&[1, 2, 3]).await;

@@ -65,6 +65,10 @@ impl Router {
     }
 
     fn route(&self, from: NodeId, to: NodeId, msg: ControlMessage) {
+        // Every message crosses the wire format the runtime's transport
+        // uses (postcard), so the tests check it too.
+        let bytes = postcard::to_allocvec(&msg).expect("encode ControlMessage");
+        let msg: ControlMessage = postcard::from_bytes(&bytes).expect("decode ControlMessage");
         let delay = {
             let mut st = self.lock();
             if st.cut.contains(&(from, to)) {
@@ -267,10 +271,14 @@ impl Cluster {
             if let Some(l) = self.leader_among(among) {
                 return l;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no agreed leader among {among:?}"
-            );
+            if tokio::time::Instant::now() > deadline {
+                let all: Vec<_> = self
+                    .live()
+                    .into_iter()
+                    .map(|id| (id, self.node(id).status()))
+                    .collect();
+                panic!("no agreed leader among {among:?}: {all:?}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
