@@ -5,7 +5,9 @@ use crate::network::{
     ControlMessage, NetworkFactory, ReplyKind, RpcKind, RpcReply, SendFn, Transport,
 };
 use crate::raft_types::{from_raft, to_raft, TypeConfig};
-use crate::state::{ControlCommand, ControlReply, ControlState, MemberInfo};
+use crate::state::{
+    ControlCommand, ControlReply, ControlState, MemberInfo, MAX_MEMBERS, MIN_MEMBERS,
+};
 use crate::state_machine::{ControlStateMachine, CONTROL_SNAPSHOT_MAX_BYTES};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError, RaftError};
@@ -548,6 +550,15 @@ impl Reconciler {
                 .filter(|(id, _)| voters.contains(id))
                 .filter_map(|(id, n)| from_raft(*id).map(|i| (i, n.clone())))
                 .collect();
+            if !(MIN_MEMBERS..=MAX_MEMBERS).contains(&members.len()) {
+                // Init would be rejected; writing it every round would only
+                // grow the log.
+                tracing::warn!(
+                    "control: cannot write Init: {} Raft voters, need {MIN_MEMBERS}..={MAX_MEMBERS}",
+                    members.len()
+                );
+                return;
+            }
             tracing::info!(
                 "control: writing Init for cluster {} with members {:?}",
                 self.cluster_id,

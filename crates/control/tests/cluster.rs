@@ -133,8 +133,7 @@ async fn a_removed_member_stays_a_learner_until_its_epoch_is_complete() {
         if *from == leader {
             assert_eq!(c.write(cmd).await, ControlReply::Ok);
         } else {
-            c.node(*from).submit(cmd);
-            c.wait_state(leader, "report applied", |s| {
+            c.submit_until(*from, cmd, 3, |s| {
                 s.epochs[&0].reports.contains_key(from) || s.epochs[&0].closed.is_some()
             })
             .await;
@@ -211,10 +210,9 @@ async fn a_partitioned_old_leader_cannot_commit() {
         ..Settings::default()
     };
     assert_eq!(
-        c.node(new)
-            .write(ControlCommand::SetSettings(majority.clone()))
+        c.write_among(&rest, ControlCommand::SetSettings(majority.clone()))
             .await,
-        Ok(ControlReply::Ok)
+        ControlReply::Ok
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!orphan_write.is_finished() || orphan_write.await.unwrap().is_err());

@@ -305,6 +305,41 @@ impl Cluster {
             .unwrap_or_else(|_| panic!("node {id}: timed out waiting for {what}"))
     }
 
+    /// Submits `cmd` on node `from` until node `check` applied it (`cond`),
+    /// resubmitting every 300 ms as the runtime does: a submit is dropped
+    /// when the submitter knows no leader or the leader just changed.
+    pub async fn submit_until(
+        &self,
+        from: NodeId,
+        cmd: ControlCommand,
+        check: NodeId,
+        cond: impl Fn(&ControlState) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut rx = self.node(check).state();
+        loop {
+            self.node(from).submit(cmd.clone());
+            let wait = async {
+                loop {
+                    if cond(&rx.borrow_and_update()) {
+                        return;
+                    }
+                    let _ = rx.changed().await;
+                }
+            };
+            if tokio::time::timeout(Duration::from_millis(300), wait)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{cmd} submitted on node {from} never applied on node {check}"
+            );
+        }
+    }
+
     /// Waits until a status condition holds on node `id`.
     pub async fn wait_status(
         &self,
@@ -328,10 +363,15 @@ impl Cluster {
 
     /// Writes `cmd` on whichever node leads, retrying retryable errors.
     pub async fn write(&self, cmd: ControlCommand) -> ControlReply {
+        self.write_among(&self.live(), cmd).await
+    }
+
+    /// Writes `cmd` on whichever node of `among` leads, retrying retryable
+    /// errors.
+    pub async fn write_among(&self, among: &[NodeId], cmd: ControlCommand) -> ControlReply {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let live = self.live();
-            let target = live
+            let target = among
                 .iter()
                 .copied()
                 .find(|id| self.node(*id).status().is_leader);
