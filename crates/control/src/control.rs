@@ -155,6 +155,10 @@ pub trait ControlPlane: Send + Sync {
     fn state(&self) -> watch::Receiver<Arc<ControlState>>;
     /// Raft status.
     fn status(&self) -> ControlStatus;
+    /// Stops this node's control plane and closes its storage.
+    fn shutdown(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized;
 }
 
 type Raft = openraft::Raft<TypeConfig, ControlStateMachine>;
@@ -429,6 +433,9 @@ impl ControlPlane for Control {
     }
     fn status(&self) -> ControlStatus {
         Control::status(self)
+    }
+    fn shutdown(self) -> impl Future<Output = ()> + Send {
+        Control::shutdown(self)
     }
 }
 

@@ -317,3 +317,34 @@ fn the_leader_checker_reports_two_leaders_in_one_term() {
     let split = [(1, 3, 1), (2, 4, 2), (3, 4, 3)];
     assert_eq!(two_leaders_in_one_term(&split), Some((4, 2, 3)));
 }
+
+/// The runtime holds the control plane through the trait.
+async fn status_through_the_trait<P: synod_control::ControlPlane>(p: &P) -> bool {
+    p.status().is_leader && p.state().borrow().is_initialised()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_is_usable_through_the_control_plane_trait() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<synod_control::Control>();
+    let mut c = Cluster::new();
+    c.start_initialised(&[1, 2, 3]).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    c.wait_state(leader, "Init", |s| s.is_initialised()).await;
+    let mut seen = false;
+    for id in [1, 2, 3] {
+        seen |= status_through_the_trait(&c.node(id)).await;
+    }
+    assert!(seen);
+    // Retried like the runtime would if leadership moves meanwhile.
+    let reply = loop {
+        let leader = c.wait_leader(&[1, 2, 3]).await;
+        let cmd = ControlCommand::AcquireEgress { holder: leader };
+        match synod_control::ControlPlane::write(&c.node(leader), cmd).await {
+            Err(e) if e.retryable() => continue,
+            other => break other.map(|r| (leader, r)),
+        }
+    };
+    assert!(matches!(reply, Ok((leader, ControlReply::Egress(l))) if l.holder == leader));
+    c.shutdown().await;
+}
