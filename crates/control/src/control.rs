@@ -51,6 +51,16 @@ pub const LEARNER_CATCHUP_LAG_MAX: u64 = 16;
 /// Most inbound requests (Raft RPCs and submits) handled at once; beyond it
 /// they are dropped and the sender times out and retries.
 pub const INBOUND_HANDLERS_MAX: usize = 64;
+/// Largest command accepted by `write`, postcard-encoded. One entry must
+/// fit a WAL record (`CONTROL_WAL_RECORD_MAX_BYTES`), and an AppendEntries
+/// of [`APPEND_ENTRIES_MAX`] of them must fit the transport's 16 MiB frame.
+/// 1 MiB is a seal report of about 80k ids.
+pub const CONTROL_COMMAND_MAX_BYTES: usize = 1 << 20;
+/// Most entries in one AppendEntries (openraft's `max_payload_entries`):
+/// with [`CONTROL_COMMAND_MAX_BYTES`] per entry, 12 keep one message under
+/// the transport's 16 MiB frame limit. The control log is low-rate, so small
+/// batches cost nothing.
+pub const APPEND_ENTRIES_MAX: u64 = 12;
 /// Longest wait at shutdown for the control log's WAL to close.
 pub const SHUTDOWN_WAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -80,6 +90,11 @@ pub enum ControlError {
     Unavailable(String),
     /// The control log or snapshot could not be read or written.
     Storage(String),
+    /// The command is larger than [`CONTROL_COMMAND_MAX_BYTES`]; not written.
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+    },
     /// The control plane stopped or hit an unrecoverable error.
     Fatal(String),
 }
@@ -110,6 +125,10 @@ impl fmt::Display for ControlError {
             }
             ControlError::Unavailable(why) => write!(f, "control plane unavailable: {why}"),
             ControlError::Storage(why) => write!(f, "control plane storage: {why}"),
+            ControlError::TooLarge { bytes } => write!(
+                f,
+                "command of {bytes} bytes exceeds CONTROL_COMMAND_MAX_BYTES {CONTROL_COMMAND_MAX_BYTES}"
+            ),
             ControlError::Fatal(why) => write!(f, "control plane stopped: {why}"),
         }
     }
@@ -189,6 +208,7 @@ fn raft_config(cluster_id: u64) -> Result<Config, ControlError> {
         election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(CONTROL_SNAPSHOT_LOGS),
         max_in_snapshot_log_to_keep: CONTROL_LOG_KEEP,
+        max_payload_entries: APPEND_ENTRIES_MAX,
         enable_pre_vote: Some(true),
         ..Config::default()
     };
@@ -333,6 +353,11 @@ impl Control {
     /// Writes `cmd` through the log and returns its reply once applied
     /// here; on a follower, [`ControlError::NotLeader`].
     pub async fn write(&self, cmd: ControlCommand) -> Result<ControlReply, ControlError> {
+        let bytes = postcard::experimental::serialized_size(&cmd)
+            .map_err(|e| ControlError::Fatal(format!("encode {cmd}: {e}")))?;
+        if bytes > CONTROL_COMMAND_MAX_BYTES {
+            return Err(ControlError::TooLarge { bytes });
+        }
         match tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.client_write(cmd)).await {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(e)) => Err(write_error(e)),

@@ -346,5 +346,21 @@ async fn control_is_usable_through_the_control_plane_trait() {
         }
     };
     assert!(matches!(reply, Ok((leader, ControlReply::Egress(l))) if l.holder == leader));
+    // A command above CONTROL_COMMAND_MAX_BYTES is refused before the log.
+    let huge = ControlCommand::SealReport {
+        epoch: 0,
+        from: 1,
+        known: (0..300_000)
+            .map(|seq| CmdId {
+                epoch: 0,
+                seq,
+                origin: 1,
+            })
+            .collect(),
+    };
+    match c.node(1).write(huge).await {
+        Err(e @ synod_control::ControlError::TooLarge { .. }) => assert!(!e.retryable()),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
     c.shutdown().await;
 }
