@@ -5,7 +5,9 @@ use crate::network::{
     ControlMessage, NetworkFactory, ReplyKind, RpcKind, RpcReply, SendFn, Transport,
 };
 use crate::raft_types::{from_raft, to_raft, TypeConfig};
-use crate::state::{ControlCommand, ControlReply, ControlState, MemberInfo};
+use crate::state::{
+    ControlCommand, ControlReply, ControlState, MemberInfo, MAX_MEMBERS, MIN_MEMBERS,
+};
 use crate::state_machine::{ControlStateMachine, CONTROL_SNAPSHOT_MAX_BYTES};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError, RaftError};
@@ -49,6 +51,16 @@ pub const LEARNER_CATCHUP_LAG_MAX: u64 = 16;
 /// Most inbound requests (Raft RPCs and submits) handled at once; beyond it
 /// they are dropped and the sender times out and retries.
 pub const INBOUND_HANDLERS_MAX: usize = 64;
+/// Largest command accepted by `write`, postcard-encoded. One entry must
+/// fit a WAL record (`CONTROL_WAL_RECORD_MAX_BYTES`), and an AppendEntries
+/// of [`APPEND_ENTRIES_MAX`] of them must fit the transport's 16 MiB frame.
+/// 1 MiB is a seal report of about 80k ids.
+pub const CONTROL_COMMAND_MAX_BYTES: usize = 1 << 20;
+/// Most entries in one AppendEntries (openraft's `max_payload_entries`):
+/// with [`CONTROL_COMMAND_MAX_BYTES`] per entry, 12 keep one message under
+/// the transport's 16 MiB frame limit. The control log is low-rate, so small
+/// batches cost nothing.
+pub const APPEND_ENTRIES_MAX: u64 = 12;
 /// Longest wait at shutdown for the control log's WAL to close.
 pub const SHUTDOWN_WAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,6 +90,11 @@ pub enum ControlError {
     Unavailable(String),
     /// The control log or snapshot could not be read or written.
     Storage(String),
+    /// The command is larger than [`CONTROL_COMMAND_MAX_BYTES`]; not written.
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+    },
     /// The control plane stopped or hit an unrecoverable error.
     Fatal(String),
 }
@@ -108,6 +125,10 @@ impl fmt::Display for ControlError {
             }
             ControlError::Unavailable(why) => write!(f, "control plane unavailable: {why}"),
             ControlError::Storage(why) => write!(f, "control plane storage: {why}"),
+            ControlError::TooLarge { bytes } => write!(
+                f,
+                "command of {bytes} bytes exceeds CONTROL_COMMAND_MAX_BYTES {CONTROL_COMMAND_MAX_BYTES}"
+            ),
             ControlError::Fatal(why) => write!(f, "control plane stopped: {why}"),
         }
     }
@@ -153,6 +174,10 @@ pub trait ControlPlane: Send + Sync {
     fn state(&self) -> watch::Receiver<Arc<ControlState>>;
     /// Raft status.
     fn status(&self) -> ControlStatus;
+    /// Stops this node's control plane and closes its storage.
+    fn shutdown(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized;
 }
 
 type Raft = openraft::Raft<TypeConfig, ControlStateMachine>;
@@ -183,6 +208,7 @@ fn raft_config(cluster_id: u64) -> Result<Config, ControlError> {
         election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(CONTROL_SNAPSHOT_LOGS),
         max_in_snapshot_log_to_keep: CONTROL_LOG_KEEP,
+        max_payload_entries: APPEND_ENTRIES_MAX,
         enable_pre_vote: Some(true),
         ..Config::default()
     };
@@ -327,6 +353,11 @@ impl Control {
     /// Writes `cmd` through the log and returns its reply once applied
     /// here; on a follower, [`ControlError::NotLeader`].
     pub async fn write(&self, cmd: ControlCommand) -> Result<ControlReply, ControlError> {
+        let bytes = postcard::experimental::serialized_size(&cmd)
+            .map_err(|e| ControlError::Fatal(format!("encode {cmd}: {e}")))?;
+        if bytes > CONTROL_COMMAND_MAX_BYTES {
+            return Err(ControlError::TooLarge { bytes });
+        }
         match tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.client_write(cmd)).await {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(e)) => Err(write_error(e)),
@@ -428,6 +459,9 @@ impl ControlPlane for Control {
     fn status(&self) -> ControlStatus {
         Control::status(self)
     }
+    fn shutdown(self) -> impl Future<Output = ()> + Send {
+        Control::shutdown(self)
+    }
 }
 
 async fn handle_rpc(raft: &Raft, rpc: RpcKind) -> ReplyKind {
@@ -443,6 +477,10 @@ async fn handle_rpc(raft: &Raft, rpc: RpcKind) -> ReplyKind {
         },
         RpcKind::PreVote(req) => match raft.pre_vote(req).await {
             Ok(r) => ReplyKind::Vote(r),
+            Err(e) => err(&e),
+        },
+        RpcKind::TransferLeader(req) => match raft.handle_transfer_leader(req).await {
+            Ok(r) => ReplyKind::TransferLeader(r),
             Err(e) => err(&e),
         },
         RpcKind::InstallSnapshot { vote, meta, data } => {
@@ -484,7 +522,8 @@ async fn reconcile_loop(r: Reconciler) {
 }
 
 impl Reconciler {
-    /// One round on the leader: (a) write `Init` if the state is empty;
+    /// One round on the leader: (0) hand leadership over if this node is no
+    /// longer a voter; (a) write `Init` if the state is empty;
     /// (b) add current members as learners and promote them once caught up,
     /// keeping removed voters as learners; (c) drop learners whose last
     /// epoch is complete. One membership change at a time; errors retry
@@ -516,6 +555,26 @@ impl Reconciler {
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let learners: BTreeSet<u64> = membership.learner_ids().collect();
 
+        // A leader the current epoch removed stays a learner (so it keeps
+        // serving its old epoch), and openraft lets a learner keep leading:
+        // hand leadership to the most caught-up voter.
+        let me = *self.raft.node_id();
+        if !voters.contains(&me) {
+            if let Some(to) = voters
+                .iter()
+                .copied()
+                .max_by_key(|v| matched.get(v).copied())
+            {
+                tracing::info!(
+                    "control: leader {me} is no longer a voter; transferring leadership to {to}"
+                );
+                if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+                    tracing::info!("control: transfer_leader({to}): {e}");
+                }
+            }
+            return;
+        }
+
         let Some(cur) = st.current() else {
             // (a) The leader writes Init from the Raft membership.
             let members: BTreeMap<NodeId, MemberInfo> = membership
@@ -523,6 +582,15 @@ impl Reconciler {
                 .filter(|(id, _)| voters.contains(id))
                 .filter_map(|(id, n)| from_raft(*id).map(|i| (i, n.clone())))
                 .collect();
+            if !(MIN_MEMBERS..=MAX_MEMBERS).contains(&members.len()) {
+                // Init would be rejected; writing it every round would only
+                // grow the log.
+                tracing::warn!(
+                    "control: cannot write Init: {} Raft voters, need {MIN_MEMBERS}..={MAX_MEMBERS}",
+                    members.len()
+                );
+                return;
+            }
             tracing::info!(
                 "control: writing Init for cluster {} with members {:?}",
                 self.cluster_id,

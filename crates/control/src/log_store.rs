@@ -32,13 +32,17 @@ use synod_storage::{Lsn, Wal, WalOptions};
 pub const CONTROL_WAL_COMPACT_RECORDS: u64 = 1024;
 
 /// WAL segment size for the control log. The log is small (openraft purges
-/// it behind state-machine snapshots); 8 MiB keeps the preallocation of a
-/// segment and its spare cheap while holding two records of the largest size.
-pub const CONTROL_WAL_SEGMENT_BYTES: u64 = 8 << 20;
+/// it behind state-machine snapshots, and the WAL's own snapshots let it
+/// delete old segments); 4 MiB keeps the zero-filled preallocation of a
+/// segment and its spare cheap (every open writes both) while holding a
+/// record of [`CONTROL_WAL_RECORD_MAX_BYTES`].
+pub const CONTROL_WAL_SEGMENT_BYTES: u64 = 4 << 20;
 
-/// Largest WAL record (one entry or one log image). A seal report with
-/// every id a member knows is the largest entry; 3 MiB is ~250k ids.
-pub const CONTROL_WAL_RECORD_MAX_BYTES: u32 = 3 << 20;
+/// Largest WAL record: one entry. `Control::write` refuses commands above
+/// `CONTROL_COMMAND_MAX_BYTES` (1 MiB), so 2 MiB leaves room for the
+/// entry's envelope. The log image of a WAL snapshot is a snapshot file,
+/// not a record, and has no such limit.
+pub const CONTROL_WAL_RECORD_MAX_BYTES: u32 = 2 << 20;
 
 /// One WAL record of the control log.
 #[derive(Serialize, Deserialize)]

@@ -12,7 +12,8 @@ use crate::state_machine::{SnapshotData, CONTROL_SNAPSHOT_MAX_BYTES};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,7 @@ pub(crate) enum RpcKind {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
     InstallSnapshot {
         vote: Vote,
         meta: SnapshotMeta,
@@ -93,6 +95,7 @@ pub(crate) enum ReplyKind {
     AppendEntries(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     InstallSnapshot(SnapshotResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
     /// The receiver could not handle the request (shutting down, snapshot
     /// too large, ...).
     Error(String),
@@ -239,6 +242,22 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.vote_kind(RpcKind::PreVote(rpc), option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let r = self
+            .transport
+            .call(self.target, RpcKind::TransferLeader(req), ttl(&option))
+            .await;
+        match r {
+            Ok(ReplyKind::TransferLeader(r)) => Ok(r),
+            Ok(other) => Err(unreachable(format!("unexpected reply {other:?}"))),
+            Err(e) => Err(unreachable(e)),
+        }
     }
 
     async fn full_snapshot(

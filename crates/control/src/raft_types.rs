@@ -10,11 +10,16 @@ openraft::declare_raft_types!(
     /// `NodeId` is `u64` inside Raft although Synod's `NodeId` is `u16`:
     /// openraft's storage test suite builds ids with `From<u64>`. Ids are
     /// converted at this crate's boundary ([`to_raft`], [`from_raft`]).
+    ///
+    /// `LeaderId` is openraft's *standard* one: at most one leader per term,
+    /// as in the Raft paper (the default "advanced" id lets several nodes
+    /// lead in one term, ordered by node id). The cluster tests check it.
     pub TypeConfig:
         D = ControlCommand,
         R = ControlReply,
         NodeId = u64,
         Node = MemberInfo,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
 );
 
 /// A log entry.

@@ -176,9 +176,9 @@ impl RaftStateMachine<TypeConfig> for ControlStateMachine {
                 EntryPayload::Blank => ControlReply::Ok,
                 EntryPayload::Normal(cmd) => {
                     changed = true;
-                    let reply = Arc::make_mut(&mut self.state).apply(cmd.clone());
+                    let reply = Arc::make_mut(&mut self.state).apply(cmd);
                     if let ControlReply::Rejected(why) = &reply {
-                        tracing::debug!("control: {cmd} rejected: {why}");
+                        tracing::debug!("control: entry {} rejected: {why}", entry.log_id);
                     }
                     reply
                 }
