@@ -575,6 +575,10 @@ pub fn router(api: Api, max_request_bytes: usize) -> Router {
             get(crate::members_api::list).post(crate::members_api::add),
         )
         .route(
+            "/v1/settings",
+            get(crate::members_api::settings).put(crate::members_api::put_settings),
+        )
+        .route(
             "/v1/members/{id}",
             axum::routing::delete(crate::members_api::remove),
         )

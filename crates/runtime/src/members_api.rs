@@ -144,19 +144,25 @@ async fn change(
         Ok(other) => Err(ApiError::Unavailable(format!(
             "the control plane answered {other:?} to a membership change"
         ))),
-        Err(ControlError::NotLeader { leader }) => {
+        Err(e) => Err(control_error(api, e, path)),
+    }
+}
+
+/// A control-plane error as the API presents it: a leader redirect, or
+/// unavailable.
+fn control_error(api: &Api, e: ControlError, path: String) -> ApiError {
+    match e {
+        ControlError::NotLeader { leader } => {
             let st: std::sync::Arc<ControlState> = api.control.state().borrow().clone();
             let leader = leader.map(|(id, info)| {
                 let api_addr = st.nodes.get(&id).map_or(info.api_addr, |i| i.api_addr);
                 (id, api_addr.to_string())
             });
             let location = leader.as_ref().map(|(_, a)| format!("http://{a}{path}"));
-            Err(ApiError::NotLeader { leader, location })
+            ApiError::NotLeader { leader, location }
         }
-        Err(e) if e.retryable() => Err(ApiError::Unavailable(format!("control plane: {e}"))),
-        Err(e) => Err(ApiError::Unavailable(format!(
-            "control plane (not retryable): {e}"
-        ))),
+        e if e.retryable() => ApiError::Unavailable(format!("control plane: {e}")),
+        e => ApiError::Unavailable(format!("control plane (not retryable): {e}")),
     }
 }
 
@@ -165,5 +171,40 @@ fn rejected(r: ControlRejection) -> ApiError {
     ApiError::Conflict {
         message: r.to_string(),
         retryable,
+    }
+}
+
+/// `GET /v1/settings`: the protocol settings the control plane replicates
+/// (`null`: the replica's own config applies).
+pub async fn settings(State(api): State<Api>) -> Json<synod_control::Settings> {
+    Json(api.control.state().borrow().settings.clone())
+}
+
+/// `PUT /v1/settings`: replaces the replicated protocol settings (a leader
+/// write, redirected like membership changes). Replicas apply them from
+/// their next start.
+pub async fn put_settings(
+    State(api): State<Api>,
+    body: Result<Json<synod_control::Settings>, JsonRejection>,
+) -> Result<Json<synod_control::Settings>, ApiError> {
+    let Json(s) = body.map_err(|e| ApiError::InvalidArgument(e.body_text()))?;
+    if s.batch_size_max.is_some_and(|b| b == 0 || b > 4096) {
+        return Err(ApiError::InvalidArgument(
+            "batch_size_max: must be 1..=4096".into(),
+        ));
+    }
+    if s.fast_timeout_ticks == Some(0) || s.commit_timeout_ticks == Some(0) {
+        return Err(ApiError::InvalidArgument(
+            "fast_timeout_ticks, commit_timeout_ticks: at least one tick".into(),
+        ));
+    }
+    match api
+        .control
+        .write(ControlCommand::SetSettings(s.clone()))
+        .await
+    {
+        Ok(ControlReply::Rejected(r)) => Err(rejected(r)),
+        Ok(_) => Ok(Json(s)),
+        Err(e) => Err(control_error(&api, e, "/v1/settings".into())),
     }
 }

@@ -152,10 +152,13 @@ fn remove(a: &MemberRemoveArgs) -> Result<ExitCode, String> {
     let c = client(&a.endpoints.endpoints)?;
     let r = c.remove_member(a.id).map_err(|e| e.to_string())?;
     println!("node {} removed: epoch {}", a.id, r.epoch);
+    // Not a voter, and no longer leading: a removed leader hands leadership
+    // over before it may stop.
     wait(&c, a.wait, r.epoch, |m| {
         !m.members
             .iter()
             .any(|e| e.id == a.id && e.raft_role == "voter")
+            && m.leader.is_some_and(|l| l != a.id)
     })?;
     if a.wait > 0 {
         println!(
