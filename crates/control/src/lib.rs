@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod control;
+mod idset;
 pub mod log_store;
 mod network;
 pub mod raft_types;

@@ -66,8 +66,10 @@ pub struct EpochRecord {
     /// Seal reports `K_s` of this epoch's members, first report per member
     /// wins. Emptied once the epoch is complete (`closed` keeps their union),
     /// so the state does not grow with every past epoch's ids.
+    #[serde(with = "synod_types::idset::map")]
     pub reports: BTreeMap<NodeId, BTreeSet<CmdId>>,
     /// The closed set `K`, once `n − f` reports are in (epaxos.md §8.2 step 5).
+    #[serde(with = "synod_types::idset::option")]
     pub closed: Option<BTreeSet<CmdId>>,
     /// Members of this epoch or the next that executed the closure of `K`.
     pub done: BTreeSet<NodeId>,
@@ -139,6 +141,7 @@ pub enum ControlCommand {
         /// A member of `epoch`.
         from: NodeId,
         /// `K_s`: the ids of `epoch` that `from` knows.
+        #[serde(with = "synod_types::idset")]
         known: BTreeSet<CmdId>,
     },
     /// `from` executed the closure of `epoch`'s closed set.

@@ -111,6 +111,7 @@ pub enum Write {
         /// the sealed epoch E
         epoch: u64,
         /// K_s: the E-ids known here at the seal
+        #[serde(with = "synod_types::idset")]
         known: BTreeSet<CmdId>,
     },
     /// The closed set K of `epoch` was published (epaxos.md §8.2 step 5).
@@ -118,6 +119,7 @@ pub enum Write {
         /// the epoch
         epoch: u64,
         /// K
+        #[serde(with = "synod_types::idset")]
         k: BTreeSet<CmdId>,
     },
 }
@@ -126,8 +128,10 @@ pub enum Write {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealRecord {
     /// K_s: the ids of the epoch this replica knew when it sealed.
+    #[serde(with = "synod_types::idset")]
     pub known: BTreeSet<CmdId>,
     /// K, once published.
+    #[serde(with = "synod_types::idset::option")]
     pub closed: Option<BTreeSet<CmdId>>,
 }
 

@@ -64,11 +64,24 @@ fn voter(m: &MembersResponse, id: u16) -> bool {
         .any(|e| e.id == id && e.raft_role == "voter")
 }
 
-#[test]
-fn growing_3_to_5_and_shrinking_back_under_load_loses_no_acknowledged_decision() {
-    let mut c = Cluster::new("reconfig", 3, BASE, "");
-    c.add_joiner(3);
-    c.add_joiner(4);
+/// Waits until `l` has `n` more acknowledged decisions (at most 60 s).
+fn wait_acked(l: &Load, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let start = l.acked_len();
+    while l.acked_len() < start + n {
+        assert!(Instant::now() < deadline, "load made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Three running replicas with counters set up, `joiners` more configured
+/// (`join = true`, not started), a client of the three, and a load of 4
+/// sessions on them that has had 50 decisions acknowledged.
+fn three_under_load(name: &str, base: u16, joiners: u16) -> (Cluster, Client, Load) {
+    let mut c = Cluster::new(name, 3, base, "");
+    for id in 3..3 + joiners {
+        c.add_joiner(id);
+    }
     for id in 0..3 {
         c.start(id);
     }
@@ -77,16 +90,14 @@ fn growing_3_to_5_and_shrinking_back_under_load_loses_no_acknowledged_decision()
         .unwrap()
         .with_read_timeout(Duration::from_secs(10));
     setup_counters(&admin);
-    let original = Load::start(c.endpoints()[..3].to_vec(), 4);
-    let wait_acked = |l: &Load, n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let start = l.acked_len();
-        while l.acked_len() < start + n {
-            assert!(Instant::now() < deadline, "load made no progress");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_acked(&original, 50);
+    let load = Load::start(c.endpoints()[..3].to_vec(), 4);
+    wait_acked(&load, 50);
+    (c, admin, load)
+}
+
+#[test]
+fn growing_3_to_5_and_shrinking_back_under_load_loses_no_acknowledged_decision() {
+    let (mut c, admin, original) = three_under_load("reconfig", BASE, 2);
 
     // 3 → 4 → 5: each joiner is started first (it waits), then added.
     for id in [3u16, 4] {
@@ -167,42 +178,23 @@ fn growing_3_to_5_and_shrinking_back_under_load_loses_no_acknowledged_decision()
 #[test]
 fn a_member_killed_during_a_change_and_an_original_member_removed_lose_nothing() {
     let base = BASE + 40;
-    let mut c = Cluster::new("reconfig-kill", 3, base, "");
-    c.add_joiner(3);
-    for id in 0..3 {
-        c.start(id);
-    }
-    c.wait_ready_of(&[0, 1, 2], Duration::from_secs(30));
-    let admin = Client::new(c.endpoints()[..3].to_vec())
-        .unwrap()
-        .with_read_timeout(Duration::from_secs(10));
-    setup_counters(&admin);
-    let load = Load::start(c.endpoints()[..3].to_vec(), 4);
-    let wait_acked = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let start = load.acked_len();
-        while load.acked_len() < start + n {
-            assert!(Instant::now() < deadline, "load made no progress");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_acked(50);
+    let (mut c, admin, load) = three_under_load("reconfig-kill", base, 1);
 
     c.start(3);
     let r = retrying("add", || admin.add_member(&c.member_request(3)));
     c.kill(0);
-    wait_acked(20);
+    wait_acked(&load, 20);
     c.start(0);
     wait_change(&admin, r.epoch, "adding 3 across a crash", |m| voter(m, 3));
     c.wait_ready_of(&[0, 3], Duration::from_secs(60));
-    wait_acked(30);
+    wait_acked(&load, 30);
 
     let r = retrying("remove", || admin.remove_member(2));
     wait_change(&admin, r.epoch, "removing 2", |m| {
         !voter(m, 2) && m.leader.is_some_and(|l| l != 2)
     });
     assert!(c.stop(2).is_some_and(|s| s.success()), "node 2 stopped");
-    wait_acked(30);
+    wait_acked(&load, 30);
     let m = members(&admin);
     assert_eq!(m.epochs.last().unwrap().members, vec![0, 1, 3], "{m:#?}");
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub type NodeId = u16;
 
 mod deps;
+pub mod idset;
 pub use deps::{Deps, Floor};
 
 /// A conflict key such as `inventory/sku-42`.
