@@ -98,10 +98,16 @@ fn check(a: &CheckArgs) -> Result<ExitCode, String> {
     if !a.data_dir.is_dir() {
         return Err(format!("{}: not a directory", a.data_dir.display()));
     }
-    let report = synod_storage::check(&a.data_dir)
-        .map_err(|e| format!("{}: check failed: {e}", a.data_dir.display()))?;
-    print!("{report}");
-    println!("{}: ok", a.data_dir.display());
+    // The data WAL, then the control plane's (`<data_dir>/control`, a WAL of
+    // its own) if this replica has one.
+    let control = a.data_dir.join("control");
+    for dir in std::iter::once(&a.data_dir).chain(control.join("wal").is_dir().then_some(&control))
+    {
+        let report = synod_storage::check(dir)
+            .map_err(|e| format!("{}: check failed: {e}", dir.display()))?;
+        print!("{report}");
+        println!("{}: ok", dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -135,6 +135,16 @@ fn growing_3_to_5_and_shrinking_back_under_load_loses_no_acknowledged_decision()
         });
         joiner_logs.push((id, c.log(id)));
         assert!(c.stop(id).is_some_and(|s| s.success()), "node {id} stopped");
+        // Its data directory, control plane's WAL included, verifies offline.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+            .arg("check")
+            .arg("--data-dir")
+            .arg(c.data_dir(id))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "synod check: {text}");
+        assert!(text.contains("control: ok"), "synod check: {text}");
         wait_acked(&original, 30);
     }
     let m = members(&admin);
