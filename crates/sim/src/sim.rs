@@ -77,8 +77,11 @@ struct Change {
     removed: Vec<NodeId>,
 }
 
-/// The config service, modelled as an oracle (the Raft group that will own
-/// the configuration sequence is not written yet). It starts an epoch
+/// The config service, modelled as an oracle (in a process it is the Raft
+/// control plane, `synod-control`, whose `ControlState` applies the same K
+/// rule; its completion rule is weaker: `n_E − f_E` members of E and one
+/// of E+1 executed E, where this oracle waits for every member of E, so
+/// that difference is not simulated here). It starts an epoch
 /// change at a random chaos round, tells each member of E the new
 /// configuration at its own random moment (each oracle step, each up
 /// member that has not learned it yet learns it with probability 1/3; a
