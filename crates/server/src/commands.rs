@@ -111,7 +111,7 @@ fn check(a: &CheckArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn client(endpoints: &[String]) -> Result<Client, String> {
+pub(crate) fn client(endpoints: &[String]) -> Result<Client, String> {
     Client::new(endpoints.iter().filter(|e| !e.trim().is_empty())).map_err(|e| e.to_string())
 }
 
@@ -309,20 +309,9 @@ fn status_table(rows: &[StatusRow]) -> String {
             Err(e) => errors.push(format!("{ep}: {e}")),
         }
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
     if table.len() > 1 {
-        for r in &table {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            out.push_str(cells.join("  ").trim_end());
-            out.push('\n');
-        }
+        out.push_str(&crate::members::align(&table));
     }
     for e in errors {
         out.push_str(&format!("unreachable {e}\n"));

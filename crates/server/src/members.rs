@@ -19,10 +19,9 @@ pub fn run(m: &MemberCommand) -> Result<ExitCode, String> {
     }
 }
 
+/// The CLI's client, with a read timeout that covers a leader's write.
 fn client(endpoints: &[String]) -> Result<Client, String> {
-    Client::new(endpoints.iter().filter(|e| !e.trim().is_empty()))
-        .map(|c| c.with_read_timeout(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())
+    crate::commands::client(endpoints).map(|c| c.with_read_timeout(Duration::from_secs(10)))
 }
 
 fn list(a: &MemberListArgs) -> Result<ExitCode, String> {
@@ -111,7 +110,9 @@ pub fn table(m: &MembersResponse) -> String {
     out
 }
 
-fn align(rows: &[Vec<String>]) -> String {
+/// `rows` (the first is the header) as left-aligned columns two spaces
+/// apart, trailing blanks trimmed.
+pub(crate) fn align(rows: &[Vec<String>]) -> String {
     let cols = rows.first().map_or(0, |r| r.len());
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
