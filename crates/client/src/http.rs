@@ -158,6 +158,13 @@ fn closed(what: &str) -> ParseError {
 
 /// Reads one response. Interim `1xx` responses are skipped.
 pub fn read_response(r: &mut impl BufRead) -> Result<Response, ParseError> {
+    read_response_max(r, MAX_RESPONSE_BYTES)
+}
+
+/// [`read_response`] with a body limit of `max_body` bytes instead of
+/// [`MAX_RESPONSE_BYTES`], for the few answers that are legitimately larger
+/// than an API call's (a replica's snapshot for a joining member).
+pub fn read_response_max(r: &mut impl BufRead, max_body: usize) -> Result<Response, ParseError> {
     loop {
         let mut head_left = MAX_HEAD_BYTES;
         let status_line = read_line(r, &mut head_left, "status line")?
@@ -183,7 +190,7 @@ pub fn read_response(r: &mut impl BufRead) -> Result<Response, ParseError> {
             headers,
             body: Vec::new(),
         };
-        resp.body = read_body(r, &resp)?;
+        resp.body = read_body(r, &resp, max_body)?;
         return Ok(resp);
     }
 }
@@ -206,14 +213,14 @@ fn parse_status_line(line: &str) -> Result<u16, ParseError> {
     Ok(status)
 }
 
-fn read_body(r: &mut impl BufRead, resp: &Response) -> Result<Vec<u8>, ParseError> {
+fn read_body(r: &mut impl BufRead, resp: &Response, max: usize) -> Result<Vec<u8>, ParseError> {
     // RFC 9112 §6.3: no body for 204 and 304.
     if resp.status == 204 || resp.status == 304 {
         return Ok(Vec::new());
     }
     if let Some(te) = resp.header("transfer-encoding") {
         if te.to_ascii_lowercase().ends_with("chunked") {
-            return read_chunked(r);
+            return read_chunked(r, max);
         }
         return Err(ParseError::Malformed(format!(
             "unsupported transfer-encoding {te:?}"
@@ -223,9 +230,9 @@ fn read_body(r: &mut impl BufRead, resp: &Response) -> Result<Vec<u8>, ParseErro
         let len: u64 = cl
             .parse()
             .map_err(|_| ParseError::Malformed(format!("bad content-length {cl:?}")))?;
-        if len > MAX_RESPONSE_BYTES as u64 {
+        if len > max as u64 {
             return Err(ParseError::TooLarge(format!(
-                "content-length {len} > MAX_RESPONSE_BYTES {MAX_RESPONSE_BYTES}"
+                "content-length {len} > the body limit {max} (MAX_RESPONSE_BYTES for API answers)"
             )));
         }
         let mut body = vec![0; len as usize];
@@ -239,17 +246,16 @@ fn read_body(r: &mut impl BufRead, resp: &Response) -> Result<Vec<u8>, ParseErro
     }
     // Neither: the body runs to EOF (we sent `Connection: close`).
     let mut body = Vec::new();
-    r.take(MAX_RESPONSE_BYTES as u64 + 1)
-        .read_to_end(&mut body)?;
-    if body.len() > MAX_RESPONSE_BYTES {
+    r.take(max as u64 + 1).read_to_end(&mut body)?;
+    if body.len() > max {
         return Err(ParseError::TooLarge(format!(
-            "body exceeds MAX_RESPONSE_BYTES {MAX_RESPONSE_BYTES}"
+            "body exceeds the body limit {max} (MAX_RESPONSE_BYTES for API answers)"
         )));
     }
     Ok(body)
 }
 
-fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, ParseError> {
+fn read_chunked(r: &mut impl BufRead, max: usize) -> Result<Vec<u8>, ParseError> {
     let mut body = Vec::new();
     loop {
         let mut line_left = MAX_CHUNK_LINE_BYTES;
@@ -269,9 +275,9 @@ fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, ParseError> {
             }
             return Ok(body);
         }
-        if size > MAX_RESPONSE_BYTES - body.len() {
+        if size > max - body.len() {
             return Err(ParseError::TooLarge(format!(
-                "chunked body exceeds MAX_RESPONSE_BYTES {MAX_RESPONSE_BYTES}"
+                "chunked body exceeds the body limit {max} (MAX_RESPONSE_BYTES for API answers)"
             )));
         }
         let start = body.len();

@@ -21,15 +21,14 @@ use synod_decision::StateMachine;
 use synod_epaxos::{EpochState, InstanceRecord};
 use synod_storage::Wal;
 use synod_types::{CmdId, NodeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest snapshot a joining replica accepts. It holds the whole state
 /// machine and the processed ids; 1 GiB is far above the test and bench
 /// states and still fits in memory twice (body + decoded).
 pub const JOIN_SNAPSHOT_MAX_BYTES: usize = 1 << 30;
 
-/// Time one snapshot download may take before the joiner tries another
-/// member.
+/// Time a snapshot download may wait for its connection, and then for
+/// each read, before the joiner tries another member.
 pub const JOIN_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a member hands a replica that joins in `join_epoch`.
@@ -53,52 +52,40 @@ pub struct JoinSnapshot {
 }
 
 /// Downloads the snapshot for `join_epoch` from the member whose client API
-/// is at `api`.
+/// is at `api` (the SDK's HTTP/1.1 reader, with [`JOIN_SNAPSHOT_MAX_BYTES`]
+/// as its body limit), on a blocking thread.
 pub async fn fetch(api: SocketAddr, join_epoch: u64) -> Result<JoinSnapshot, String> {
-    let run = async {
-        let mut s = tokio::net::TcpStream::connect(api)
-            .await
+    let get = move || -> Result<JoinSnapshot, String> {
+        let mut s = std::net::TcpStream::connect_timeout(&api, JOIN_FETCH_TIMEOUT)
             .map_err(|e| format!("connect {api}: {e}"))?;
-        let mut req = Vec::new();
+        s.set_read_timeout(Some(JOIN_FETCH_TIMEOUT))
+            .map_err(|e| e.to_string())?;
         synod_client::http::write_request(
-            &mut req,
+            &mut s,
             "GET",
             &api.to_string(),
             &format!("/v1/internal/snapshot?epoch={join_epoch}"),
             None,
         )
-        .map_err(|e| e.to_string())?;
-        s.write_all(&req).await.map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        (&mut s)
-            .take(JOIN_SNAPSHOT_MAX_BYTES as u64 + 64 * 1024)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| format!("reading from {api}: {e}"))?;
-        let split = buf
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| format!("{api}: malformed response"))?;
-        let head = String::from_utf8_lossy(&buf[..split]).to_string();
-        let body = &buf[split + 4..];
-        let status = head.split_whitespace().nth(1).unwrap_or("");
-        if status != "200" {
+        .map_err(|e| format!("{api}: {e}"))?;
+        let resp = synod_client::http::read_response_max(
+            &mut std::io::BufReader::new(s),
+            JOIN_SNAPSHOT_MAX_BYTES,
+        )
+        .map_err(|e| format!("{api}: {e}"))?;
+        if resp.status != 200 {
             return Err(format!(
-                "{api} answered {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
+                "{api} answered {}: {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body[..resp.body.len().min(300)])
             ));
         }
-        if body.len() > JOIN_SNAPSHOT_MAX_BYTES {
-            return Err(format!(
-                "{api}: snapshot above JOIN_SNAPSHOT_MAX_BYTES ({JOIN_SNAPSHOT_MAX_BYTES})"
-            ));
-        }
-        postcard::from_bytes::<JoinSnapshot>(body)
+        postcard::from_bytes::<JoinSnapshot>(&resp.body)
             .map_err(|e| format!("{api}: undecodable snapshot: {e}"))
     };
-    tokio::time::timeout(JOIN_FETCH_TIMEOUT, run)
+    tokio::task::spawn_blocking(get)
         .await
-        .map_err(|_| format!("{api}: no snapshot within {JOIN_FETCH_TIMEOUT:?}"))?
+        .map_err(|e| format!("snapshot download task: {e}"))?
 }
 
 /// Makes `snap` this replica's durable snapshot (fsynced before this
