@@ -434,6 +434,7 @@ fn intro(nodes: &[Node], readiness: &[Readiness], base_port: u16) -> String {
          \x20 synod propose{endpoints} --op 'set-stock sku-42 10'\n\
          \x20 synod propose{endpoints} --op 'reserve sku-42 1'\n\
          \x20 synod status{endpoints}\n\
+         \x20 synod member list{endpoints}   (grow or shrink: README, \"Growing and shrinking a cluster\")\n\
          gRPC: service synod.v1.Synod on the grpc addresses above (crates/runtime/proto/synod/v1/synod.proto).\n\
          Ctrl-C stops the cluster.\n",
         u0 = url(0),
