@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub transport: TransportConfig,
     /// Client-facing limits.
     pub limits: LimitsConfig,
+    /// Kafka ingest and egress (kafka.md §1–2); absent: no Kafka.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// One member: its id and addresses.
@@ -147,6 +150,7 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             transport: TransportConfig::default(),
             limits: LimitsConfig::default(),
+            kafka: None,
         }
     }
 }
@@ -190,6 +194,92 @@ impl Default for LimitsConfig {
             max_waiting_proposals: 10_000,
             propose_timeout_ms: 10_000,
             max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Kafka ingest and egress of one replica (kafka.md §1–2). Every replica
+/// of a cluster should carry the same section: each one consumes a share
+/// of the proposal partitions (one consumer group), and whichever holds the
+/// egress lease publishes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// Extra librdkafka properties passed through unchanged to every
+    /// producer and consumer Synod creates, e.g. `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`. Properties
+    /// Synod sets itself for correctness (`enable.idempotence`, `acks`,
+    /// `isolation.level`, `enable.auto.offset.store`, `transactional.id`)
+    /// cannot be overridden here.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Consume proposals from a topic.
+    pub ingest: Option<IngestConfig>,
+    /// Publish executed decisions to a topic.
+    pub egress: Option<EgressConfig>,
+}
+
+/// Ingest: proposals from a topic (kafka.md §1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// The proposals topic.
+    pub topic: String,
+    /// The consumer group all replicas share.
+    pub group: String,
+    /// Where records that are not a valid decision go, with the reason in
+    /// the `synod-dlq-reason` header.
+    pub dead_letter_topic: String,
+    /// Records fetched but not yet decided, per partition; a full queue
+    /// pauses the partition at the broker until it drains to half.
+    pub partition_queue_max: usize,
+}
+
+/// Egress: executed decisions to a topic (kafka.md §2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// The committed-decisions topic.
+    pub topic: String,
+    /// Publish in Kafka transactions (`transactional.id =
+    /// synod-egress-<cluster_id>`), so a new lease holder fences the old one
+    /// at the broker. Turn off only for brokers without transactions (tansu
+    /// 0.6); the epoch header, the published frontier and de-duplication by
+    /// decision id keep the stream correct either way.
+    pub transactions: bool,
+    /// Most records in one transaction (one batch between frontier saves).
+    pub batch_max: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            properties: std::collections::BTreeMap::new(),
+            ingest: None,
+            egress: None,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            topic: "engine.proposals".into(),
+            group: "synod-ingest".into(),
+            dead_letter_topic: "engine.proposals.dlq".into(),
+            partition_queue_max: 1024,
+        }
+    }
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            topic: "engine.committed".into(),
+            transactions: true,
+            batch_max: 1000,
         }
     }
 }
