@@ -32,6 +32,6 @@ pub use network::{
 };
 pub use state::{
     ControlCommand, ControlRejection, ControlReply, ControlState, EgressLease, EpochRecord,
-    MemberInfo, Settings, MAX_MEMBERS, MIN_MEMBERS,
+    MemberInfo, Settings, EGRESS_TOKEN_MAX, MAX_MEMBERS, MIN_MEMBERS,
 };
 pub use state_machine::CONTROL_SNAPSHOT_MAX_BYTES;

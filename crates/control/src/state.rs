@@ -23,6 +23,12 @@ pub const MAX_MEMBERS: usize = 7;
 /// `f ≥ 1`, hence `n ≥ 3` (epaxos.md §1.2).
 pub const MIN_MEMBERS: usize = 3;
 
+/// Longest published-frontier token [`ControlCommand::EgressPublished`]
+/// may carry: the committed stream's own token limit
+/// (`synod_client::frontier::MAX_TOKEN_BYTES`), so any token a subscriber
+/// can resume from fits.
+pub const EGRESS_TOKEN_MAX: usize = 64 * 1024;
+
 /// How other processes reach one node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -158,6 +164,14 @@ pub enum ControlCommand {
         /// A member of the current epoch.
         holder: NodeId,
     },
+    /// The holder of lease `generation` has published every executed
+    /// decision in `token` (a committed-stream resume token) to the topic.
+    EgressPublished {
+        /// The lease generation the publisher holds.
+        generation: u64,
+        /// The published frontier, at most [`EGRESS_TOKEN_MAX`] bytes.
+        token: String,
+    },
 }
 
 impl fmt::Display for ControlCommand {
@@ -185,6 +199,11 @@ impl fmt::Display for ControlCommand {
             }
             ControlCommand::SetSettings(s) => write!(f, "SetSettings({s:?})"),
             ControlCommand::AcquireEgress { holder } => write!(f, "AcquireEgress({holder})"),
+            ControlCommand::EgressPublished { generation, token } => write!(
+                f,
+                "EgressPublished(generation {generation}, {} token bytes)",
+                token.len()
+            ),
         }
     }
 }
@@ -250,6 +269,18 @@ pub enum ControlRejection {
     },
     /// The member set is not a valid quorum configuration.
     InvalidConfig(String),
+    /// Progress reported under an egress lease that is no longer in force.
+    StaleEgress {
+        /// The generation the report carried.
+        generation: u64,
+        /// The generation in force (0: no holder).
+        current: u64,
+    },
+    /// A published-frontier token longer than [`EGRESS_TOKEN_MAX`].
+    EgressTokenTooLong {
+        /// Its length.
+        len: usize,
+    },
 }
 
 impl fmt::Display for ControlRejection {
@@ -287,6 +318,17 @@ impl fmt::Display for ControlRejection {
                 write!(f, "epoch {epoch} has no closed set yet")
             }
             ControlRejection::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            ControlRejection::StaleEgress {
+                generation,
+                current,
+            } => write!(
+                f,
+                "egress lease generation {generation} is not in force (current: {current})"
+            ),
+            ControlRejection::EgressTokenTooLong { len } => write!(
+                f,
+                "published-frontier token of {len} bytes is longer than {EGRESS_TOKEN_MAX}"
+            ),
         }
     }
 }
@@ -320,8 +362,18 @@ pub struct ControlState {
     pub retired: BTreeSet<NodeId>,
     /// Protocol settings.
     pub settings: Settings,
-    /// The Kafka publisher, once one acquired the lease.
+    /// The Kafka publisher, once one acquired the lease; `None` again if
+    /// its holder was removed.
     pub egress: Option<EgressLease>,
+    /// The highest lease generation ever issued. Kept when the holder is
+    /// removed, so generations never repeat and always fence.
+    #[serde(default)]
+    pub egress_generation: u64,
+    /// How far the topic holds the committed stream: a resume token of the
+    /// committed stream (`synod_client::frontier`), empty before the first
+    /// report. A new holder resumes from here (kafka.md §2).
+    #[serde(default)]
+    pub egress_published: String,
 }
 
 impl ControlState {
@@ -416,6 +468,9 @@ impl ControlState {
                 Ok(ControlReply::Ok)
             }
             ControlCommand::AcquireEgress { holder } => self.acquire_egress(holder),
+            ControlCommand::EgressPublished { generation, token } => {
+                self.egress_published(generation, token)
+            }
         };
         result.unwrap_or_else(ControlReply::Rejected)
     }
@@ -611,17 +666,33 @@ impl ControlState {
         }
         let lease = match self.egress {
             Some(l) if l.holder == holder => l,
-            Some(l) => EgressLease {
+            _ => EgressLease {
                 holder,
-                generation: l.generation + 1,
-            },
-            None => EgressLease {
-                holder,
-                generation: 1,
+                generation: self.egress_generation + 1,
             },
         };
         self.egress = Some(lease);
+        self.egress_generation = lease.generation;
         Ok(ControlReply::Egress(lease))
+    }
+
+    fn egress_published(
+        &mut self,
+        generation: u64,
+        token: String,
+    ) -> Result<ControlReply, ControlRejection> {
+        if token.len() > EGRESS_TOKEN_MAX {
+            return Err(ControlRejection::EgressTokenTooLong { len: token.len() });
+        }
+        let current = self.egress.map_or(0, |l| l.generation);
+        if generation != current {
+            return Err(ControlRejection::StaleEgress {
+                generation,
+                current,
+            });
+        }
+        self.egress_published = token;
+        Ok(ControlReply::Ok)
     }
 }
 

@@ -489,6 +489,65 @@ fn egress_lease_generations_increase_when_the_holder_changes() {
 }
 
 #[test]
+fn egress_generations_never_repeat_after_the_holder_is_removed() {
+    let mut s = init(&[1, 2, 3, 4]);
+    s.apply(ControlCommand::AcquireEgress { holder: 4 });
+    s.apply(ControlCommand::AcquireEgress { holder: 1 });
+    s.apply(ControlCommand::AcquireEgress { holder: 4 });
+    assert_eq!(s.egress_generation, 3);
+    s.apply(ControlCommand::RemoveMember { id: 4 });
+    close_and_complete(&mut s, 0, &[1, 2, 3], &[1, 2, 3]);
+    assert_eq!(s.egress, None);
+    assert_eq!(
+        s.apply(ControlCommand::AcquireEgress { holder: 2 }),
+        ControlReply::Egress(EgressLease {
+            holder: 2,
+            generation: 4
+        }),
+        "a fresh lease must fence every earlier one, the removed holder's too"
+    );
+}
+
+#[test]
+fn only_the_lease_in_force_records_the_published_frontier() {
+    let mut s = init(&[1, 2, 3]);
+    let published = |generation, token: &str| ControlCommand::EgressPublished {
+        generation,
+        token: token.to_string(),
+    };
+    assert_eq!(
+        rejected(&mut s, published(1, "1.1:0-5")),
+        ControlRejection::StaleEgress {
+            generation: 1,
+            current: 0
+        },
+        "no holder yet"
+    );
+    s.apply(ControlCommand::AcquireEgress { holder: 1 });
+    assert_eq!(s.apply(published(1, "1.1:0-5")), ControlReply::Ok);
+    assert_eq!(s.egress_published, "1.1:0-5");
+    s.apply(ControlCommand::AcquireEgress { holder: 2 });
+    assert_eq!(
+        rejected(&mut s, published(1, "1.1:0-9")),
+        ControlRejection::StaleEgress {
+            generation: 1,
+            current: 2
+        },
+        "the deposed holder cannot move the frontier"
+    );
+    assert_eq!(s.egress_published, "1.1:0-5", "the new holder resumes here");
+    let long = "x".repeat(EGRESS_TOKEN_MAX + 1);
+    assert_eq!(
+        rejected(&mut s, published(2, &long)),
+        ControlRejection::EgressTokenTooLong {
+            len: EGRESS_TOKEN_MAX + 1
+        }
+    );
+    assert_eq!(s.apply(published(2, "1.1:0-9")), ControlReply::Ok);
+    assert_eq!(s.egress_published, "1.1:0-9");
+}
+
+#[test]
 fn state_round_trips_through_postcard() {
     let mut s = init(&[1, 2, 3]);
     s.apply(ControlCommand::AddMember {
@@ -540,7 +599,11 @@ fn random_command(rng: &mut SplitMix64, s: &ControlState) -> ControlCommand {
             epoch: epoch(rng),
             from: node(rng),
         },
-        95..=97 => ControlCommand::AcquireEgress { holder: node(rng) },
+        95..=96 => ControlCommand::AcquireEgress { holder: node(rng) },
+        97 => ControlCommand::EgressPublished {
+            generation: rng.below(4),
+            token: format!("{}", rng.below(1000)),
+        },
         _ => ControlCommand::SetSettings(Settings {
             thrifty: Some(rng.below(2) == 0),
             ..Settings::default()
@@ -568,6 +631,12 @@ fn check(s: &ControlState, first_reports: &BTreeMap<u64, BTreeMap<NodeId, BTreeS
                 assert!(known.is_subset(k), "K ⊇ each accepted report");
             }
         }
+    }
+    if let Some(l) = s.egress {
+        assert_eq!(
+            l.generation, s.egress_generation,
+            "the lease in force carries the newest generation"
+        );
     }
     // Never two epoch changes in flight: every epoch before the previous one
     // is complete.
