@@ -388,6 +388,65 @@ impl NodeConfig {
         if l.max_waiting_proposals == 0 || l.propose_timeout_ms == 0 || l.max_request_bytes == 0 {
             return err("limits: every limit must be positive".into());
         }
+        if let Some(k) = &self.kafka {
+            k.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Most records [`EgressConfig::batch_max`] may allow in one transaction:
+/// a batch is held in memory until the broker acknowledges it.
+pub const EGRESS_BATCH_MAX: usize = 100_000;
+
+/// Most records [`IngestConfig::partition_queue_max`] may allow per
+/// partition: they are held in memory.
+pub const INGEST_QUEUE_MAX: usize = 100_000;
+
+impl KafkaConfig {
+    /// Checks the section; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |s: String| Err(ConfigError(s));
+        if self.brokers.trim().is_empty() {
+            return err("kafka.brokers: empty; give host:port[,host:port...]".into());
+        }
+        if self.ingest.is_none() && self.egress.is_none() {
+            return err("kafka: neither [kafka.ingest] nor [kafka.egress] is configured".into());
+        }
+        if let Some(i) = &self.ingest {
+            for (field, v) in [
+                ("topic", &i.topic),
+                ("group", &i.group),
+                ("dead_letter_topic", &i.dead_letter_topic),
+            ] {
+                if v.trim().is_empty() {
+                    return err(format!("kafka.ingest.{field}: empty"));
+                }
+            }
+            if i.topic == i.dead_letter_topic {
+                return err("kafka.ingest.dead_letter_topic: must differ from the topic".into());
+            }
+            if i.partition_queue_max == 0 || i.partition_queue_max > INGEST_QUEUE_MAX {
+                return err(format!(
+                    "kafka.ingest.partition_queue_max = {}: must be 1..={INGEST_QUEUE_MAX}",
+                    i.partition_queue_max
+                ));
+            }
+        }
+        if let Some(e) = &self.egress {
+            if e.topic.trim().is_empty() {
+                return err("kafka.egress.topic: empty".into());
+            }
+            if self.ingest.as_ref().is_some_and(|i| i.topic == e.topic) {
+                return err("kafka.egress.topic: must differ from kafka.ingest.topic".into());
+            }
+            if e.batch_max == 0 || e.batch_max > EGRESS_BATCH_MAX {
+                return err(format!(
+                    "kafka.egress.batch_max = {}: must be 1..={EGRESS_BATCH_MAX}",
+                    e.batch_max
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -420,5 +479,31 @@ mod tests {
         let mut c = NodeConfig::local(0, 3, std::path::Path::new("/tmp/x"));
         c.members[1].grpc_addr = Some(c.members[1].api_addr);
         assert!(c.validate().unwrap_err().0.contains("grpc_addr"));
+    }
+
+    #[test]
+    fn kafka_section_is_checked_field_by_field() {
+        let mut c = NodeConfig::local(0, 3, std::path::Path::new("/tmp/x"));
+        c.kafka = Some(KafkaConfig::default());
+        assert!(c.validate().unwrap_err().0.contains("neither"));
+        let k = c.kafka.as_mut().unwrap();
+        k.ingest = Some(IngestConfig::default());
+        k.egress = Some(EgressConfig::default());
+        c.validate().unwrap();
+        let k = c.kafka.as_mut().unwrap();
+        k.egress.as_mut().unwrap().topic = "engine.proposals".into();
+        assert!(c.validate().unwrap_err().0.contains("kafka.egress.topic"));
+        let k = c.kafka.as_mut().unwrap();
+        k.egress.as_mut().unwrap().topic = "engine.committed".into();
+        k.ingest.as_mut().unwrap().partition_queue_max = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("kafka.ingest.partition_queue_max"));
+        let k = c.kafka.as_mut().unwrap();
+        k.ingest.as_mut().unwrap().partition_queue_max = 10;
+        k.brokers = " ".into();
+        assert!(c.validate().unwrap_err().0.contains("kafka.brokers"));
     }
 }

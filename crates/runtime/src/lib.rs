@@ -53,6 +53,29 @@ fn boot_id() -> u64 {
     h.finish()
 }
 
+/// What an add-on service (Kafka ingest and egress, `synod-kafka`) gets
+/// once the replica serves its API.
+#[derive(Clone)]
+pub struct ServiceContext {
+    /// The replica's configuration.
+    pub config: NodeConfig,
+    /// The control plane (leases, replicated state).
+    pub control: synod_control::Control,
+    /// The replica's metrics (see [`metrics::Metrics::kafka`]).
+    pub metrics: metrics::Metrics,
+    /// The tokio runtime the replica runs on, for services that block on
+    /// control-plane calls from their own threads.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Stops the services a [`StartServices`] started; called (on a blocking
+/// thread) when the replica is asked to stop, before its loop stops, and
+/// expected to return within a few seconds.
+pub type StopServices = Box<dyn FnOnce() + Send>;
+
+/// Starts add-on services once the replica serves; see [`run_with`].
+pub type StartServices = Box<dyn FnOnce(ServiceContext) -> StopServices + Send>;
+
 /// Runs one replica until `shutdown` resolves, then stops gracefully: stops
 /// taking proposals, makes everything appended durable and releases it,
 /// answers the remaining waiters "unavailable, retry", closes the WAL and
@@ -60,6 +83,16 @@ fn boot_id() -> u64 {
 pub async fn run(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), RuntimeError> {
+    run_with(cfg, shutdown, None).await
+}
+
+/// [`run`], plus add-on services started once the API serves and stopped
+/// first at shutdown.
+pub async fn run_with(
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    services: Option<StartServices>,
 ) -> Result<(), RuntimeError> {
     cfg.validate().map_err(|e| RuntimeError(e.to_string()))?;
     let me = cfg.me().expect("validated").clone();
@@ -211,6 +244,12 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let service_ctx = ServiceContext {
+        config: cfg.clone(),
+        control: control.clone(),
+        metrics: metrics.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
     let api = api::Api::new(
         handle,
         control.clone(),
@@ -242,14 +281,21 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut node_task = tokio::spawn(node.run(inbound, prx, qrx, durable_rx, stop_rx));
+    let mut stop_services = services.map(|start| start(service_ctx));
     let result = tokio::select! {
         r = &mut node_task => r,
         _ = &mut shutdown => {
             tracing::info!(node = cfg.id, "stopping");
+            if let Some(stop) = stop_services.take() {
+                let _ = tokio::task::spawn_blocking(stop).await;
+            }
             let _ = stop_tx.send(());
             (&mut node_task).await
         }
     };
+    if let Some(stop) = stop_services.take() {
+        let _ = tokio::task::spawn_blocking(stop).await;
+    }
     let _ = stop_apis_tx.send(true);
     let _ = http.await;
     if let Some(grpc) = grpc {

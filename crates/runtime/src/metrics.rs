@@ -188,6 +188,38 @@ pub struct Metrics {
     next_subscriber: Arc<AtomicU64>,
     instances_submitted: Counter,
     dependency_ids_listed: Counter,
+    kafka: KafkaMetrics,
+}
+
+/// `(topic, partition)` labels of the Kafka consumer metrics.
+pub type PartitionLabels = [(&'static str, String); 2];
+
+/// The Kafka ingest and egress metrics (kafka.md §1–2); registered on every
+/// replica, moving only where Kafka is configured. Clones record into the
+/// same metrics.
+#[derive(Clone, Debug, Default)]
+pub struct KafkaMetrics {
+    /// `kafka_consumer_lag{topic,partition}`: records in the partition after
+    /// the last one this replica has made durable.
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// `kafka_consumer_lag_seconds{topic,partition}`: age (by the record's
+    /// Kafka timestamp) of the oldest record fetched and not yet durable; 0
+    /// when caught up.
+    pub consumer_lag_seconds: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
+    /// `kafka_ingest_records_total{result}`: ingested records by result
+    /// (`applied`, `rejected`: executed with a rejection outcome,
+    /// `dead_lettered`).
+    pub ingest_records: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `kafka_ingest_paused_total`: times a partition was paused because
+    /// Synod was overloaded or its queue was full.
+    pub ingest_paused: Counter,
+    /// `kafka_egress_published_total`: records this replica published.
+    pub egress_published: Counter,
+    /// `kafka_egress_holder`: 1 while this replica holds the egress lease.
+    pub egress_holder: Gauge,
+    /// `kafka_egress_generation`: the lease generation this replica
+    /// publishes under (0: none).
+    pub egress_generation: Gauge,
 }
 
 impl Metrics {
@@ -216,6 +248,7 @@ impl Metrics {
             next_subscriber: Arc::new(AtomicU64::new(0)),
             instances_submitted: Counter::default(),
             dependency_ids_listed: Counter::default(),
+            kafka: KafkaMetrics::default(),
         };
         // NaN until the first own commit: "no data" rather than a ratio of 0
         // that would read as "every commit took the slow path".
@@ -323,6 +356,42 @@ impl Metrics {
             "Explicit ids in the initial dependency sets of own instances (those above the stable floor); / synod_instances_submitted_total = mean dependency list length",
             m.dependency_ids_listed.clone(),
         );
+        r.register(
+            "kafka_consumer_lag",
+            "Kafka ingest: records in the partition after the last one made durable here",
+            m.kafka.consumer_lag.clone(),
+        );
+        r.register_with_unit(
+            "kafka_consumer_lag",
+            "Kafka ingest: age of the oldest fetched record not yet durable (by its Kafka timestamp); 0 when caught up",
+            Unit::Seconds,
+            m.kafka.consumer_lag_seconds.clone(),
+        );
+        r.register(
+            "kafka_ingest_records",
+            "Kafka ingest: records handled, by result (applied, rejected, dead_lettered)",
+            m.kafka.ingest_records.clone(),
+        );
+        r.register(
+            "kafka_ingest_paused",
+            "Kafka ingest: times a partition was paused (Synod overloaded or the partition queue full)",
+            m.kafka.ingest_paused.clone(),
+        );
+        r.register(
+            "kafka_egress_published",
+            "Kafka egress: records this replica published",
+            m.kafka.egress_published.clone(),
+        );
+        r.register(
+            "kafka_egress_holder",
+            "Kafka egress: 1 while this replica holds the egress lease",
+            m.kafka.egress_holder.clone(),
+        );
+        r.register(
+            "kafka_egress_generation",
+            "Kafka egress: the lease generation this replica publishes under (0: none)",
+            m.kafka.egress_generation.clone(),
+        );
         r.register_collector(Box::new(ScrapeTime {
             wal,
             peers,
@@ -332,6 +401,11 @@ impl Metrics {
             registry: Arc::new(r),
             ..m
         }
+    }
+
+    /// The Kafka metric handles (for `synod-kafka`).
+    pub fn kafka(&self) -> KafkaMetrics {
+        self.kafka.clone()
     }
 
     /// The registry in the OpenMetrics text format ([`CONTENT_TYPE`]).
@@ -568,7 +642,15 @@ mod tests {
 
     #[test]
     fn encodes_every_metric_name() {
-        let text = fake().encode();
+        let m = fake();
+        let kafka = m.kafka();
+        let partition = [("topic", "t".to_string()), ("partition", "0".to_string())];
+        kafka.consumer_lag.get_or_create(&partition).set(3);
+        kafka
+            .consumer_lag_seconds
+            .get_or_create(&partition)
+            .set(0.5);
+        let text = m.encode();
         for series in [
             "epaxos_proposals_total",
             "epaxos_fast_path_success_ratio",
@@ -600,6 +682,12 @@ mod tests {
             "synod_dependency_ids_listed_total",
             "synod_peer_connected{peer=\"2\"}",
             "synod_peer_connected{peer=\"3\"}",
+            "kafka_ingest_paused_total",
+            "kafka_egress_published_total",
+            "kafka_egress_holder",
+            "kafka_egress_generation",
+            "kafka_consumer_lag{topic=\"t\",partition=\"0\"}",
+            "kafka_consumer_lag_seconds{topic=\"t\",partition=\"0\"}",
         ] {
             let _ = sample(&text, series);
         }
