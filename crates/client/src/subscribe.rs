@@ -290,6 +290,9 @@ mod tests {
                 request: seq,
                 keys: vec![key.to_string()],
                 applied: true,
+                duplicate: false,
+                decision: None,
+                outcome: None,
             }],
             token: format!("t{seq}"),
         }

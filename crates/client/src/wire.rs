@@ -154,6 +154,17 @@ pub struct LogCommand {
     /// True if this execution applied the decision; false if it was
     /// rejected or was a duplicate answered from the session table.
     pub applied: bool,
+    /// True if this execution was a retry of an earlier request of the
+    /// session, answered from the session table without applying anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// The decision as committed (absent if its body does not decode; the
+    /// state machine rejected it then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<synod_decision::Decision>,
+    /// What executing it produced (for a duplicate: the recorded outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
 }
 
 /// `GET /v1/log?from=N&limit=M`: this incarnation's execution log. After

@@ -870,6 +870,9 @@ impl Node {
                     applied: !duplicate
                         && cmd.client != synod_decision::READ_ONLY_CLIENT
                         && outcome.is_applied(),
+                    duplicate,
+                    decision: synod_decision::Decision::decode(&cmd.body).ok(),
+                    outcome: Some(outcome.clone()),
                 });
                 let key = (cmd.client, cmd.request);
                 self.reproposals.remove(&key);
