@@ -47,7 +47,7 @@ use crate::producer::{self, Producer};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -376,6 +376,7 @@ fn consume(env: Arc<Env>, queue_max: usize) {
     let shared = &env.shared;
     let mut workers: Vec<(std::thread::JoinHandle<()>, Arc<AtomicBool>)> = Vec::new();
     let mut last_lag = Instant::now();
+    let mut reported = BTreeSet::new();
     while !shared.stop.load(Ordering::SeqCst) {
         match env.consumer.poll(POLL) {
             Some(Ok(m)) => {
@@ -412,7 +413,7 @@ fn consume(env: Arc<Env>, queue_max: usize) {
         reconcile_pauses(&env, queue_max);
         if last_lag.elapsed() >= LAG_REFRESH {
             last_lag = Instant::now();
-            refresh_lag(&env);
+            refresh_lag(&env, &mut reported);
         }
     }
     shared.cv.notify_all();
@@ -462,11 +463,21 @@ fn reconcile_pauses(env: &Env, queue_max: usize) {
     }
 }
 
-fn refresh_lag(env: &Env) {
+/// Refreshes the lag gauges of the assigned partitions and removes those
+/// of partitions the group moved elsewhere (`reported`: the partitions
+/// with gauges now).
+fn refresh_lag(env: &Env, reported: &mut BTreeSet<i32>) {
     let topic = &env.shared.topic;
     let Ok(assigned) = env.consumer.assignment() else {
         return;
     };
+    let now: BTreeSet<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+    for gone in reported.difference(&now) {
+        let l = labels(topic, *gone);
+        env.metrics.consumer_lag.remove(&l);
+        env.metrics.consumer_lag_seconds.remove(&l);
+    }
+    *reported = now;
     let position = env.consumer.position().ok();
     for e in assigned.elements() {
         let p = e.partition();

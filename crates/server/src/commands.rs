@@ -48,7 +48,8 @@ fn server(flags: &config::ConfigFlags, log_format: LogFormat) -> Result<ExitCode
         .map_err(|e| format!("starting the tokio runtime: {e}"))?;
     let id = cfg.id;
     tracing::info!(node = id, version = env!("CARGO_PKG_VERSION"), "starting");
-    rt.block_on(synod_runtime::run(cfg, shutdown_signal()))
+    let services = cfg.kafka.is_some().then(synod_kafka::services);
+    rt.block_on(synod_runtime::run_with(cfg, shutdown_signal(), services))
         .map_err(|e| format!("node {id}: {e}"))?;
     tracing::info!(node = id, "stopped cleanly");
     Ok(ExitCode::SUCCESS)
