@@ -472,3 +472,79 @@ fn mock_cluster_ingest_and_transactional_egress_survive_a_publisher_kill() {
         thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The queue check must be able to fail: fed a log and a topic with a lost
+/// record, a swapped per-key order, or a record applied twice, it panics.
+#[test]
+fn the_queue_check_catches_loss_reordering_and_double_application() {
+    use synod_client::wire::LogCommand;
+    use synod_types::CmdId;
+    let client = |i: u64| idempotency_client(key_of(i).as_bytes());
+    let entry = |seq: u64, i: u64| LogEntry {
+        index: seq,
+        instance: CmdId {
+            epoch: 0,
+            seq,
+            origin: 0,
+        },
+        commands: vec![LogCommand {
+            client: client(i),
+            request: 1,
+            keys: vec!["k/0".into(), format!("\0session/{}", client(i))],
+            applied: true,
+            duplicate: false,
+            decision: None,
+            outcome: None,
+        }],
+    };
+    let log: Vec<LogEntry> = (0..3).map(|i| entry(i, i)).collect();
+    let read = |offset: i64, e: &LogEntry| {
+        let id = format!("{}/0", e.instance);
+        let rec = EgressRecord {
+            id: id.clone(),
+            key: "k/0".into(),
+            keys: vec!["k/0".into()],
+            client: e.commands[0].client,
+            request: 1,
+            applied: true,
+            decision: None,
+            outcome: None,
+            generation: 1,
+        };
+        Read {
+            partition: 0,
+            offset,
+            key: "k/0".into(),
+            headers: [
+                (HEADER_DECISION_ID.to_string(), id),
+                (HEADER_GENERATION.to_string(), "1".to_string()),
+            ]
+            .into(),
+            value: serde_json::to_vec(&rec).unwrap(),
+        }
+    };
+    let good: Vec<Read> = log
+        .iter()
+        .enumerate()
+        .map(|(o, e)| read(o as i64, e))
+        .collect();
+    // With a republished duplicate it passes and counts it.
+    let mut dup = good.clone();
+    dup.push(read(3, &log[1]));
+    assert_eq!(check_queue(&log, &dup, 3), 1);
+    let fails = |log: &[LogEntry], topic: &[Read]| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_queue(log, topic, 3)))
+            .is_err()
+    };
+    assert!(fails(&log, &good[..2]), "a lost record must fail");
+    let mut swapped = good.clone();
+    swapped.swap(0, 1);
+    swapped[0].offset = 0;
+    swapped[1].offset = 1;
+    assert!(fails(&log, &swapped), "a per-key reordering must fail");
+    let mut twice = log.clone();
+    twice.push(entry(3, 0));
+    let mut topic = good.clone();
+    topic.push(read(3, &twice[3]));
+    assert!(fails(&twice, &topic), "a record applied twice must fail");
+}
