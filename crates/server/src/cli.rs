@@ -51,6 +51,10 @@ pub enum Command {
     /// resumable with --from (the last event's token), moving to another
     /// replica when one fails.
     Watch(WatchArgs),
+    /// Kafka helpers for trying the Kafka backbone without other tools:
+    /// create the topics, send a proposal record, follow a topic.
+    #[command(subcommand)]
+    Kafka(KafkaCommand),
     /// Load a cluster (this one, a fresh local one, or etcd for
     /// comparison) and print throughput, commit latency and the machine's
     /// floor (fsync + loopback RTT).
@@ -94,6 +98,83 @@ pub struct UpArgs {
     /// BASE+100+i (replica transport).
     #[arg(long, value_name = "PORT", default_value_t = 7000)]
     pub base_port: u16,
+    /// Kafka bootstrap servers: every node consumes proposals from
+    /// `engine.proposals` and the egress lease holder publishes executed
+    /// decisions to `engine.committed` (kafka.md §1–2).
+    #[arg(long, value_name = "HOST:PORT[,...]")]
+    pub kafka: Option<String>,
+    /// With --kafka: publish without Kafka transactions, for brokers that
+    /// lack them (tansu 0.6).
+    #[arg(long, requires = "kafka")]
+    pub kafka_no_transactions: bool,
+}
+
+/// `synod kafka ...`.
+#[derive(Debug, Subcommand)]
+pub enum KafkaCommand {
+    /// Create the proposals, dead-letter and committed topics (an existing
+    /// topic is left as it is).
+    Topics(KafkaTopicsArgs),
+    /// Produce one proposal record (a decision as JSON) to the proposals
+    /// topic and wait for the broker's acknowledgement.
+    Send(KafkaSendArgs),
+    /// Print the records of a topic, one JSON line each, from the
+    /// beginning; keeps following until Ctrl-C (or --idle passes).
+    Tail(KafkaTailArgs),
+}
+
+/// Brokers, shared by the `synod kafka` commands.
+#[derive(Debug, clap::Args)]
+pub struct KafkaBrokers {
+    /// Kafka bootstrap servers.
+    #[arg(long, value_name = "HOST:PORT[,...]", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+}
+
+/// `synod kafka topics`.
+#[derive(Debug, clap::Args)]
+pub struct KafkaTopicsArgs {
+    /// Brokers.
+    #[command(flatten)]
+    pub brokers: KafkaBrokers,
+    /// Partitions of the proposals and committed topics.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Replication factor of every topic.
+    #[arg(long, default_value_t = 1)]
+    pub replication: i32,
+}
+
+/// `synod kafka send`.
+#[derive(Debug, clap::Args)]
+pub struct KafkaSendArgs {
+    /// Brokers.
+    #[command(flatten)]
+    pub brokers: KafkaBrokers,
+    /// The record key: the decision's idempotency key (a second record with
+    /// the same key is the same request and applies nothing).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The topic.
+    #[arg(long, default_value = "engine.proposals")]
+    pub topic: String,
+    /// The decision, as JSON: `{"ops":[...],"guards":[...]}`.
+    pub decision: String,
+}
+
+/// `synod kafka tail`.
+#[derive(Debug, clap::Args)]
+pub struct KafkaTailArgs {
+    /// Brokers.
+    #[command(flatten)]
+    pub brokers: KafkaBrokers,
+    /// The topic.
+    #[arg(long, default_value = "engine.committed")]
+    pub topic: String,
+    /// Stop after this long without a new record (e.g. 5s), in ms once
+    /// parsed; default: never.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle: Option<u64>,
 }
 
 /// `synod check`.

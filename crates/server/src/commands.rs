@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Get(a) => get(&a),
         Command::Member(m) => crate::members::run(&m),
         Command::Watch(a) => watch(&a),
+        Command::Kafka(k) => crate::kafka_cli::run(&k),
         Command::Bench(a) => synod_bench::run(a).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod kafka_cli;
 pub mod members;
 pub mod ops;
 pub mod up;

@@ -175,7 +175,18 @@ pub fn up(a: &UpArgs) -> Result<ExitCode, String> {
     }
     let mut files = Vec::new();
     for id in 0..n {
-        let cfg = local_config(id, n, &root, a.base_port);
+        let mut cfg = local_config(id, n, &root, a.base_port);
+        if let Some(brokers) = &a.kafka {
+            cfg.kafka = Some(synod_runtime::config::KafkaConfig {
+                brokers: brokers.clone(),
+                ingest: Some(Default::default()),
+                egress: Some(synod_runtime::config::EgressConfig {
+                    transactions: !a.kafka_no_transactions,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
         cfg.validate().map_err(|e| format!("node-{id}: {e}"))?;
         let path = root.join(format!("node-{id}.toml"));
         let text = format!(
