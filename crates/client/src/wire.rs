@@ -265,6 +265,12 @@ pub struct MembersResponse {
     pub members: Vec<MemberEntry>,
     /// Every epoch the control state still records, oldest first.
     pub epochs: Vec<EpochEntry>,
+    /// The Kafka egress lease holder (kafka.md §2), if one holds it.
+    #[serde(default)]
+    pub egress_holder: Option<NodeId>,
+    /// The newest egress lease generation issued (0: never).
+    #[serde(default)]
+    pub egress_generation: u64,
 }
 
 /// One node in [`MembersResponse`].

@@ -85,6 +85,8 @@ pub fn members(api: &Api) -> MembersResponse {
                 complete: st.complete(*e),
             })
             .collect(),
+        egress_holder: st.egress.map(|l| l.holder),
+        egress_generation: st.egress_generation,
     }
 }
 

@@ -50,6 +50,15 @@ pub fn table(m: &MembersResponse) -> String {
         m.change_in_progress
             .map_or(String::new(), |e| format!("  (closing epoch {e})"))
     );
+    if let Some(h) = m.egress_holder {
+        out.insert_str(
+            out.len() - 1,
+            &format!(
+                "kafka egress: node {h} publishes (lease generation {})\n",
+                m.egress_generation
+            ),
+        );
+    }
     let mut rows = vec![vec![
         "ID".to_string(),
         "PEER".into(),
