@@ -15,3 +15,6 @@ pub mod egress;
 pub mod ingest;
 pub mod kafkalog;
 pub mod props;
+/// A real Kafka-compatible broker (tansu) for tests: install, start, kill -9
+/// and restart it (kafka.md §4).
+pub mod testkit;
