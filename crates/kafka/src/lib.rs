@@ -19,6 +19,9 @@ pub mod ingest;
 pub mod kafkalog;
 pub mod producer;
 pub mod props;
+/// A real Kafka-compatible broker (tansu) for tests: install, start, kill -9
+/// and restart it (kafka.md §4).
+pub mod testkit;
 
 use synod_runtime::{ServiceContext, StartServices, StopServices};
 
