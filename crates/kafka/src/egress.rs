@@ -6,6 +6,10 @@
 //!   (`AcquireEgress`) whenever someone else holds it or nobody does, so
 //!   the publisher follows leadership and a crashed publisher is replaced
 //!   after one election. Every acquisition bumps the lease's generation.
+//!   A holder starts publishing only after a Raft write confirmed its lease
+//!   (`AcquireEgress` again, which keeps the generation), and stops when it
+//!   no longer leads: a replica restarted with an old control state that
+//!   still names it holder stays silent.
 //! - **Fencing.** A publisher re-reads the lease before every batch and
 //!   stops as soon as it is no longer the holder of its generation. With
 //!   `transactions = true` it publishes in Kafka transactions under
@@ -191,14 +195,31 @@ fn run(env: &EgressEnv, stop: &AtomicBool) {
         let state = control.state().borrow().clone();
         match state.egress {
             Some(l) if l.holder == env.me => {
+                // Confirm through a Raft write before publishing: only the
+                // real leader's write succeeds, and once it is applied the
+                // local state is current. A replica restarted with an old
+                // state that names it holder (and an old vote that makes it
+                // believe it leads) fails here and stays silent.
+                let confirmed = env
+                    .runtime
+                    .block_on(control.write(ControlCommand::AcquireEgress { holder: env.me }));
+                let lease = match confirmed {
+                    Ok(ControlReply::Egress(c)) if c.holder == env.me => c,
+                    other => {
+                        tracing::debug!("kafka egress: lease not confirmed: {other:?}");
+                        sleep_unless(stop, LEASE_POLL);
+                        continue;
+                    }
+                };
+                let token = control.state().borrow().egress_published.clone();
                 env.metrics.egress_holder.set(1);
-                env.metrics.egress_generation.set(l.generation as i64);
+                env.metrics.egress_generation.set(lease.generation as i64);
                 tracing::info!(
-                    generation = l.generation,
+                    generation = lease.generation,
                     "kafka egress: publishing from the replicated frontier"
                 );
-                if let Err(e) = session(env, stop, l.generation, &state.egress_published) {
-                    tracing::warn!(generation = l.generation, "kafka egress: {e}");
+                if let Err(e) = session(env, stop, lease.generation, &token) {
+                    tracing::warn!(generation = lease.generation, "kafka egress: {e}");
                     sleep_unless(stop, SESSION_RETRY);
                 }
             }
@@ -236,12 +257,18 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
     }
 }
 
+/// True while this replica holds lease `generation` and leads the control
+/// plane. Requiring leadership too keeps a replica that restarted with an
+/// old control state (in which it still held the lease) from publishing
+/// until it has caught up: the leader's state is current.
 fn still_holder(env: &EgressEnv, generation: u64) -> bool {
-    env.control
-        .state()
-        .borrow()
-        .egress
-        .is_some_and(|l| l.holder == env.me && l.generation == generation)
+    env.control.status().is_leader
+        && env
+            .control
+            .state()
+            .borrow()
+            .egress
+            .is_some_and(|l| l.holder == env.me && l.generation == generation)
 }
 
 /// Publishes under lease `generation` from `token` until the lease moves,

@@ -38,7 +38,7 @@
 //!   last durable one, against the partition's high watermark, refreshed
 //!   every [`LAG_REFRESH`]) and `kafka_consumer_lag_seconds` (age of the
 //!   oldest fetched record not yet durable), `kafka_ingest_records_total`,
-//!   `kafka_ingest_paused_total`.
+//!   `kafka_ingest_paused_total{reason}`, `kafka_ingest_overloaded_total`.
 //!
 //! Results go to the committed stream and, with `[kafka.egress]`, to the
 //! committed topic; there is no per-record reply topic.
@@ -244,8 +244,6 @@ impl ConsumerContext for Ctx {
                 if let Some(p) = parts.get_mut(&e.partition()) {
                     p.queue.clear();
                     p.assignment += 1;
-                    p.paused = false;
-                    p.overloaded = false;
                     p.durable_next = None;
                 }
             }
@@ -253,9 +251,21 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
             let ps: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            // librdkafka keeps a partition's pause across a revoke and a
+            // new assignment; start every assignment unpaused, so that our
+            // flags and the broker's state agree.
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::warn!("kafka ingest: resuming assigned partitions: {e}");
+            }
+            let mut parts = self.0.lock();
+            for p in &ps {
+                let part = parts.entry(*p).or_default();
+                part.paused = false;
+                part.overloaded = false;
+            }
             tracing::info!(?ps, "kafka ingest: partitions assigned");
         }
     }
@@ -444,7 +454,15 @@ fn reconcile_pauses(env: &Env, queue_max: usize) {
             match env.consumer.pause(&tpl(&shared.topic, *p)) {
                 Ok(()) => {
                     part.paused = true;
-                    env.metrics.ingest_paused.inc();
+                    let reason = if part.overloaded {
+                        "overloaded"
+                    } else {
+                        "queue_full"
+                    };
+                    env.metrics
+                        .ingest_paused
+                        .get_or_create(&[("reason", reason)])
+                        .inc();
                     tracing::debug!(
                         partition = p,
                         overloaded = part.overloaded,
@@ -598,6 +616,7 @@ fn handle(env: &Env, rec: &IngestRecord) -> Handled {
                 };
             }
             Err(e) if e.is_overloaded() => {
+                env.metrics.ingest_overloaded.inc();
                 set_overloaded(env, rec.partition, true);
                 std::thread::sleep(e.retry_after().unwrap_or(backoff).min(RETRY_BACKOFF_MAX));
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);

@@ -210,9 +210,13 @@ pub struct KafkaMetrics {
     /// (`applied`, `rejected`: executed with a rejection outcome,
     /// `dead_lettered`).
     pub ingest_records: Family<[(&'static str, &'static str); 1], Counter>,
-    /// `kafka_ingest_paused_total`: times a partition was paused because
-    /// Synod was overloaded or its queue was full.
-    pub ingest_paused: Counter,
+    /// `kafka_ingest_paused_total{reason}`: times a partition was paused,
+    /// by reason (`overloaded`: the replica refused a proposal;
+    /// `queue_full`: `partition_queue_max` records waited).
+    pub ingest_paused: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `kafka_ingest_overloaded_total`: proposals the replica refused as
+    /// overloaded; each is followed by a back-off before the retry.
+    pub ingest_overloaded: Counter,
     /// `kafka_egress_published_total`: records this replica published.
     pub egress_published: Counter,
     /// `kafka_egress_holder`: 1 while this replica holds the egress lease.
@@ -374,8 +378,13 @@ impl Metrics {
         );
         r.register(
             "kafka_ingest_paused",
-            "Kafka ingest: times a partition was paused (Synod overloaded or the partition queue full)",
+            "Kafka ingest: times a partition was paused, by reason (overloaded, queue_full)",
             m.kafka.ingest_paused.clone(),
+        );
+        r.register(
+            "kafka_ingest_overloaded",
+            "Kafka ingest: proposals refused as overloaded (each followed by a back-off and a retry)",
+            m.kafka.ingest_overloaded.clone(),
         );
         r.register(
             "kafka_egress_published",
@@ -650,6 +659,10 @@ mod tests {
             .consumer_lag_seconds
             .get_or_create(&partition)
             .set(0.5);
+        kafka
+            .ingest_paused
+            .get_or_create(&[("reason", "overloaded")])
+            .inc();
         let text = m.encode();
         for series in [
             "epaxos_proposals_total",
@@ -682,8 +695,9 @@ mod tests {
             "synod_dependency_ids_listed_total",
             "synod_peer_connected{peer=\"2\"}",
             "synod_peer_connected{peer=\"3\"}",
-            "kafka_ingest_paused_total",
+            "kafka_ingest_paused_total{reason=\"overloaded\"}",
             "kafka_egress_published_total",
+            "kafka_ingest_overloaded_total",
             "kafka_egress_holder",
             "kafka_egress_generation",
             "kafka_consumer_lag{topic=\"t\",partition=\"0\"}",

@@ -21,7 +21,8 @@ pub const ENV_PREFIX: &str = "SYNOD_";
 /// `SYNOD_*` variables that belong to the command line, not to
 /// `NodeConfig`; the config layer skips them so they are not reported as
 /// unknown keys (`SYNOD_FAILPOINT` is read by the storage crate,
-/// `SYNOD_FAILPOINT_HTTP` by the runtime's test-only failpoint endpoint). Lower-case,
+/// `SYNOD_FAILPOINT_HTTP` by the runtime's test-only failpoint endpoint,
+/// `SYNOD_TANSU*` and `SYNOD_TOOLS_DIR` by the test setup). Lower-case,
 /// without the prefix, as figment sees them.
 pub const ENV_NOT_CONFIG: &[&str] = &[
     "config",
@@ -30,6 +31,13 @@ pub const ENV_NOT_CONFIG: &[&str] = &[
     "failpoint",
     "failpoint_http",
     "test_release_before_fsync",
+    // The test setup's broker (scripts/test.sh, synod_kafka::testkit):
+    // exported for the whole test run, so every replica a test starts
+    // inherits them.
+    "tansu",
+    "require_tansu",
+    "tansu_log",
+    "tools_dir",
 ];
 
 /// The flag layer: the command-line overrides of `server` and

@@ -32,7 +32,10 @@ use synod_kafka::ingest::{idempotency_client, HEADER_DLQ_REASON, HEADER_DLQ_SOUR
 const PROPOSALS: &str = "engine.proposals";
 const COMMITTED: &str = "engine.committed";
 const DLQ: &str = "engine.proposals.dlq";
-const PARTITIONS: i32 = 3;
+/// Partitions of the proposals and committed topics: two per replica, so
+/// that one replica proposes for two partitions at once and, with
+/// `max_waiting_proposals = 1`, is overloaded now and then.
+const PARTITIONS: i32 = 6;
 /// Keys the proposals write; few, so that each key sees many decisions
 /// and the per-key order check has something to check.
 const KEYS: u64 = 6;
@@ -42,6 +45,11 @@ const DRAIN: Duration = Duration::from_secs(90);
 fn section(brokers: &str, transactions: bool) -> String {
     format!(
         r#"
+[limits]
+# Two partitions per replica propose at once: overload happens, and ingest
+# must pause and retry rather than spin or drop.
+max_waiting_proposals = 1
+
 [kafka]
 brokers = "{brokers}"
 
@@ -368,20 +376,15 @@ fn metric_sum(text: &str, metric: &str) -> f64 {
 }
 
 /// The replica that holds the egress lease, waiting for one.
-fn holder(c: &Cluster, ids: &[u16]) -> u16 {
+fn holder(base: u16) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        for id in ids {
-            if metric_sum(
-                &scrape(&cluster::api_addr(29900, *id)),
-                "kafka_egress_holder",
-            ) == 1.0
-            {
-                return *id;
+        for id in 0..3 {
+            if metric_sum(&scrape(&cluster::api_addr(base, id)), "kafka_egress_holder") == 1.0 {
+                return id;
             }
         }
         assert!(Instant::now() < deadline, "no egress holder within 30 s");
-        let _ = c;
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -415,7 +418,7 @@ fn mock_cluster_ingest_and_transactional_egress_survive_a_publisher_kill() {
     eprintln!("mock: 150 records applied after {:?}", t0.elapsed());
 
     // kill -9 the publisher while more proposals arrive.
-    let h = holder(&c, &[0, 1, 2]);
+    let h = holder(29900);
     c.kill(h);
     produce(&brokers, 150..300);
     thread::sleep(Duration::from_secs(1));
@@ -450,11 +453,30 @@ fn mock_cluster_ingest_and_transactional_egress_survive_a_publisher_kill() {
     let texts: Vec<String> = (0..3)
         .map(|i| scrape(&cluster::api_addr(29900, i)))
         .collect();
-    let paused: f64 = texts
+    let paused = |reason: &str| -> f64 {
+        texts
+            .iter()
+            .map(|t| {
+                metric_sum(
+                    t,
+                    &format!("kafka_ingest_paused_total{{reason=\"{reason}\"}}"),
+                )
+            })
+            .sum()
+    };
+    let overloaded: f64 = texts
         .iter()
-        .map(|t| metric_sum(t, "kafka_ingest_paused_total"))
+        .map(|t| metric_sum(t, "kafka_ingest_overloaded_total"))
         .sum();
-    assert!(paused > 0.0, "no partition was ever paused");
+    eprintln!(
+        "mock: partitions paused {} times on overload, {} times on a full queue; {overloaded} proposals refused as overloaded",
+        paused("overloaded"),
+        paused("queue_full")
+    );
+    assert!(
+        paused("queue_full") > 0.0,
+        "no partition was paused on a full queue"
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let lag: f64 = (0..3)
@@ -547,4 +569,61 @@ fn the_queue_check_catches_loss_reordering_and_double_application() {
     let mut topic = good.clone();
     topic.push(read(3, &twice[3]));
     assert!(fails(&twice, &topic), "a record applied twice must fail");
+}
+
+/// The same queue check against a real broker process (tansu, sqlite
+/// storage, no transactions), killed with SIGKILL and restarted, and the
+/// publisher killed after it.
+#[test]
+fn tansu_ingest_and_egress_survive_kill9_of_the_broker_and_the_publisher() {
+    let Some(bin) = synod_kafka::testkit::tansu_or_skip() else {
+        return;
+    };
+    const BASE: u16 = 29930;
+    let dir = std::env::temp_dir().join(format!("synod-test-tansu-egress-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut broker = synod_kafka::testkit::Tansu::start(&bin, &dir, 29960).unwrap();
+    let brokers = broker.bootstrap();
+    for t in [PROPOSALS, COMMITTED] {
+        broker.create_topic(t, PARTITIONS).unwrap();
+    }
+    broker.create_topic(DLQ, 1).unwrap();
+
+    produce(&brokers, 0..100);
+    let t0 = Instant::now();
+    let mut c = Cluster::new("kafka-tansu", 3, BASE, &section(&brokers, false));
+    c.start_all();
+    c.wait_ready(Duration::from_secs(30));
+    wait_applied(&c, 0, 50);
+    eprintln!("tansu: first records applied after {:?}", t0.elapsed());
+
+    // kill -9 the broker in the middle of ingest and egress.
+    broker.kill9();
+    thread::sleep(Duration::from_secs(2));
+    broker.restart().unwrap();
+    produce(&brokers, 100..200);
+    let h = holder(BASE);
+    let survivor = (h + 1) % 3;
+    wait_applied(&c, survivor, 200);
+    eprintln!("tansu: 200 records applied after {:?}", t0.elapsed());
+    // Then kill -9 the publisher. Everything is ingested by now: tansu
+    // 0.6's consumer group was seen to leave a killed consumer's partition
+    // unassigned for the rest of a test (README, note), so ingest across a
+    // replica kill is checked on the mock cluster only.
+    c.kill(h);
+    thread::sleep(Duration::from_secs(1));
+    c.start(h);
+    c.wait_ready(Duration::from_secs(30));
+    let log = c.log(survivor);
+    let topic = wait_published(&brokers, &log);
+    let dups = check_queue(&log, &topic, 200);
+    eprintln!(
+        "tansu: {} records in {COMMITTED} after {:?}, {dups} republished duplicates dropped by id",
+        topic.len(),
+        t0.elapsed()
+    );
+    drop(c);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
 }
