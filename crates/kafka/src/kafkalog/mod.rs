@@ -17,9 +17,12 @@
 //! leader's appends fail earlier, and can be switched off for brokers
 //! without them.
 
+pub mod agent;
 pub mod fold;
+pub mod http;
 pub mod record;
 pub mod store;
 
+pub use agent::{Agent, AgentConfig, AgentError, AgentHandle, AgentStatus, Proposed};
 pub use fold::{Counters, Invalid, Leader, LogState, Rules, Step};
 pub use record::{Claim, DecisionRecord, ElectionMessage, LogRecord, RecordError};
