@@ -51,6 +51,8 @@ fn config(m: &Mock, node: u16, dir: PathBuf) -> AgentConfig {
     c.heartbeat_interval = Duration::from_millis(50);
     c.election_timeout = Duration::from_secs(600);
     c.propose_timeout = Duration::from_secs(5);
+    // The mock broker holds a fetch at the log's end for the whole wait.
+    c.properties.insert("fetch.wait.max.ms".into(), "10".into());
     c
 }
 

@@ -79,6 +79,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// A reader that has not polled for this long makes `/readyz` fail.
 pub const READER_STALL_MAX: Duration = Duration::from_secs(5);
 
+/// Default `fetch.wait.max.ms` of the agent's consumers (librdkafka's is
+/// 500); a `--property` overrides it.
+pub const FETCH_WAIT_MAX_MS_DEFAULT: &str = "100";
+
 /// How often the reader asks the broker for the log's end offset (status
 /// and read staleness only).
 const WATERMARK_INTERVAL: Duration = Duration::from_secs(1);
