@@ -678,3 +678,40 @@ fn start_keep(m: &Mock, node: u16) -> Agent {
     c.snapshot_every_records = 5;
     Agent::start(c).unwrap()
 }
+
+/// Liveness: a follower restarted three times under a live leader never
+/// claims (elections on timers here). In-process the consumers start fast,
+/// so this passes even without the "heartbeat feed is live" gate
+/// (`Driver::election_live`); the separate `synod agent` processes of the
+/// manual smoke run did depose the leader without it.
+#[test]
+fn a_restarting_follower_does_not_depose_a_live_leader() {
+    let m = mock();
+    let start = |n: u16| {
+        let mut c = config(&m, n, data_dir_keep("restart-follower", n));
+        c.transactions = false;
+        c.election_timeout = Duration::from_millis(300);
+        Agent::start(c).unwrap()
+    };
+    data_dir("restart-follower", 1);
+    data_dir("restart-follower", 2);
+    let a1 = start(1);
+    wait_until("node 1 leads", Duration::from_secs(10), || {
+        a1.handle().status().is_leader
+    });
+    let mut a2 = start(2);
+    for _ in 0..3 {
+        wait_until("node 2 caught up", Duration::from_secs(10), || {
+            a2.handle().ready().is_ok()
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        a2.shutdown();
+        a2 = start(2);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let s = a1.handle().status();
+    assert_eq!((s.term, s.leader, s.is_leader), (1, Some(1), true), "{s:?}");
+    assert_eq!(s.counters.claims_won + s.counters.claims_ignored, 1);
+    a2.shutdown();
+    a1.shutdown();
+}

@@ -79,6 +79,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// A reader that has not polled for this long makes `/readyz` fail.
 pub const READER_STALL_MAX: Duration = Duration::from_secs(5);
 
+/// Election timeouts after start after which a node may claim on silence
+/// even if its heartbeat feed never reported being live.
+pub const ELECTION_FEED_GRACE_TIMEOUTS: u32 = 5;
+
 /// Default `fetch.wait.max.ms` of the agent's consumers (librdkafka's is
 /// 500); a `--property` overrides it.
 pub const FETCH_WAIT_MAX_MS_DEFAULT: &str = "100";
@@ -515,8 +519,14 @@ fn election_consumer(cfg: &AgentConfig, boot: u64) -> Result<BaseConsumer, Agent
     .set("isolation.level", "read_uncommitted")
     .set("auto.offset.reset", "latest");
     let consumer: BaseConsumer = c.create().map_err(kafka_err("election consumer"))?;
+    // Only heartbeats from now on matter. A concrete offset rather than
+    // `Offset::End`: librdkafka reports the end of the partition for the
+    // former, which is how the driver learns its feed is live.
+    let (_, high) = consumer
+        .fetch_watermarks(&cfg.election_topic, 0, KAFKA_OP_TIMEOUT)
+        .map_err(kafka_err("election topic watermarks"))?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&cfg.election_topic, 0, Offset::End)
+    tpl.add_partition_offset(&cfg.election_topic, 0, Offset::Offset(high.max(0)))
         .map_err(kafka_err("election consumer"))?;
     consumer
         .assign(&tpl)
@@ -748,6 +758,15 @@ struct Driver {
     next_heartbeat: Instant,
     /// A claim appended and not yet folded: (term, when).
     claim_sent: Option<(u64, Instant)>,
+    /// The election consumer has reached the topic's end once (or heard a
+    /// heartbeat), so heartbeats reach us. Until then silence means
+    /// nothing: without this a restarting node whose consumer takes longer
+    /// than the timeout to start fetching would claim and depose a healthy
+    /// leader. After [`ELECTION_FEED_GRACE_TIMEOUTS`] election timeouts
+    /// the feed is assumed live anyway, so a broker that never reports the
+    /// end cannot stop elections.
+    election_live: bool,
+    started: Instant,
 }
 
 impl Driver {
@@ -771,6 +790,8 @@ impl Driver {
             last_heard: Instant::now(),
             next_heartbeat: Instant::now(),
             claim_sent: None,
+            election_live: false,
+            started: Instant::now(),
         }
     }
 
@@ -816,12 +837,23 @@ impl Driver {
         let fold_term = lock(&self.inner.state).term();
         while let Some(r) = self.election.poll(wait) {
             wait = Duration::ZERO;
-            let Ok(m) = r else { continue };
+            let m = match r {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(_)) => {
+                    if !self.election_live {
+                        self.election_live = true;
+                        self.last_heard = Instant::now();
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            };
             let Ok(ElectionMessage::Heartbeat { term, node, boot }) =
                 ElectionMessage::decode(m.payload().unwrap_or(&[]))
             else {
                 continue;
             };
+            self.election_live = true;
             let own = node == self.inner.cfg.node && boot == self.inner.boot;
             if !own && term >= fold_term {
                 self.last_heard = Instant::now();
@@ -882,7 +914,14 @@ impl Driver {
             }
         }
         let campaign = self.inner.campaign.swap(0, Ordering::SeqCst);
-        let silent = self.last_heard.elapsed() > self.timeout;
+        if !self.election_live
+            && self.started.elapsed()
+                > self.inner.cfg.election_timeout * ELECTION_FEED_GRACE_TIMEOUTS
+        {
+            self.election_live = true;
+            self.last_heard = Instant::now();
+        }
+        let silent = self.election_live && self.last_heard.elapsed() > self.timeout;
         if self.lead.is_some()
             || self.claim_sent.is_some()
             || !self.inner.caught_up.load(Ordering::SeqCst)
