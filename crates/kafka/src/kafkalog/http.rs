@@ -189,3 +189,60 @@ async fn readyz(State(agent): State<AgentHandle>) -> Response {
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(r: &Response, name: &str) -> Option<String> {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn errors_map_to_the_replica_apis_statuses_codes_and_headers() {
+        let redirect = AgentError::NotLeader {
+            leader: Some((2, "10.0.0.2:7100".into())),
+        }
+        .into_response();
+        assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            header(&redirect, "location").as_deref(),
+            Some("http://10.0.0.2:7100/v1/decisions")
+        );
+        assert_eq!(header(&redirect, "synod-leader").as_deref(), Some("2"));
+        let no_leader = AgentError::NotLeader { leader: None }.into_response();
+        assert_eq!(no_leader.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header(&no_leader, "location"), None);
+        let overloaded = AgentError::Overloaded("queue".into()).into_response();
+        assert_eq!(overloaded.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&overloaded, "retry-after").as_deref(), Some("1"));
+        let table = [
+            (
+                AgentError::InvalidArgument("x".into()),
+                400,
+                "invalid_argument",
+                false,
+            ),
+            (AgentError::Overloaded("x".into()), 429, "overloaded", true),
+            (
+                AgentError::Unavailable("x".into()),
+                503,
+                "unavailable",
+                true,
+            ),
+            (AgentError::Timeout(5), 504, "timeout", true),
+            (
+                AgentError::NotLeader { leader: None },
+                503,
+                "not_leader",
+                true,
+            ),
+        ];
+        for (e, status, code, retryable) in table {
+            let (s, c, r) = e.classify();
+            assert_eq!((s.as_u16(), c, r), (status, code, retryable), "{e:?}");
+        }
+    }
+}
