@@ -1101,6 +1101,12 @@ impl Driver {
         self.lead = None;
         self.producer = None;
         self.inner.leading_term.store(0, Ordering::SeqCst);
+        // Claim the next term at once rather than leave the log leaderless
+        // for an election timeout: the usual cause with transactions is a
+        // losing candidate's init_transactions fencing this leader, and a
+        // fresh producer's init fences it back. One attempt; if it fails
+        // the timers take over.
+        self.inner.campaign.store(u64::MAX, Ordering::SeqCst);
     }
 
     fn check_deliveries(&mut self) {
