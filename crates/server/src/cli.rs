@@ -5,6 +5,88 @@ use crate::config::ConfigFlags;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+// The whole `synod` command line: the replica commands ([`Command`]) and
+// `synod agent`, which runs without a Synod cluster and is dispatched
+// separately (`main.rs`). Its doc comment is `Cli`'s, so `synod --help`
+// reads the same.
+/// Synod: a consensus engine for fleets of decision-making agents.
+#[derive(Debug, Parser)]
+#[command(name = "synod", version, about, propagate_version = true)]
+pub struct Synod {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+/// [`Command`] plus `agent`.
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// The replica and client commands.
+    #[command(flatten)]
+    Replica(Command),
+    /// Run a sidecar agent with no Synod cluster: `--kafka-log` makes one
+    /// Kafka partition the decision log (kafka.md §3); it serves the
+    /// replica's HTTP API for proposing and reading. Until Ctrl-C/SIGTERM.
+    Agent(AgentArgs),
+}
+
+/// `synod agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Kafka-log mode: the only agent mode there is, so required.
+    #[arg(long)]
+    pub kafka_log: bool,
+    /// Kafka bootstrap servers, host:port,...
+    #[arg(long, value_name = "HOST:PORT,..", env = "SYNOD_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// This agent's id, unique among the agents of one log.
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u16>,
+    /// HTTP API address to listen on.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// The API address other agents and clients reach this one at
+    /// (redirects point there); default: --listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Directory for the state snapshots.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The decisions log topic (partition 0 is the log).
+    #[arg(long, default_value = "engine.decisions")]
+    pub topic: String,
+    /// The election (heartbeat) topic.
+    #[arg(long, default_value = "engine.election")]
+    pub election_topic: String,
+    /// No transactional fencing, for brokers without transactions (e.g.
+    /// tansu); safety does not depend on it.
+    #[arg(long)]
+    pub no_transactions: bool,
+    /// A librdkafka property, repeatable: --property security.protocol=SSL.
+    #[arg(long = "property", value_name = "K=V", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+    /// Silence from the leader after which an agent claims the next term
+    /// (randomized up to twice this).
+    #[arg(long, value_name = "DURATION", default_value = "1500ms", value_parser = parse_duration)]
+    pub election_timeout: u64,
+    /// The leader's heartbeat period.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub heartbeat_interval: u64,
+    /// Write a snapshot every this many log records.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Log line format. The level comes from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SYNOD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
 /// The endpoints of the cluster `synod up` starts with its default base
 /// port: what `propose` and `status` talk to unless told otherwise.
 pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002";
@@ -367,6 +449,39 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+        Synod::command().debug_assert();
+    }
+
+    #[test]
+    fn agent_flags() {
+        let c = Synod::try_parse_from([
+            "synod",
+            "agent",
+            "--kafka-log",
+            "--brokers",
+            "k:9092",
+            "--node-id",
+            "2",
+            "--listen",
+            "127.0.0.1:7100",
+            "--data-dir",
+            "/tmp/a",
+            "--no-transactions",
+            "--property",
+            "security.protocol=SSL",
+        ])
+        .unwrap();
+        let TopCommand::Agent(a) = c.command else {
+            panic!()
+        };
+        assert!(a.kafka_log && a.no_transactions);
+        assert_eq!(a.node_id, Some(2));
+        assert_eq!(a.topic, "engine.decisions");
+        assert_eq!(a.properties, [("security.protocol".into(), "SSL".into())]);
+        assert!(Synod::try_parse_from(["synod", "agent", "--property", "x"]).is_err());
+        // The replica commands parse through the same top level.
+        let c = Synod::try_parse_from(["synod", "status"]).unwrap();
+        assert!(matches!(c.command, TopCommand::Replica(Command::Status(_))));
     }
 
     #[test]
