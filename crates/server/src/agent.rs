@@ -1,13 +1,11 @@
 //! `synod agent --kafka-log`: a sidecar whose decision log is one Kafka
 //! partition (kafka.md §3; `synod_kafka::kafkalog`).
 
+use crate::cli::AgentArgs;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 use synod_kafka::kafkalog::{http, Agent, AgentConfig};
-use synod_server::cli::{AgentArgs, LogFormat};
-use tracing_subscriber::EnvFilter;
 
 /// Runs the agent until Ctrl-C or SIGTERM; errors go to stderr.
 pub fn run(args: AgentArgs) -> ExitCode {
@@ -54,7 +52,7 @@ fn agent(args: AgentArgs) -> Result<(), String> {
     cfg.election_timeout = Duration::from_millis(args.election_timeout);
     cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_interval);
     cfg.snapshot_every_records = args.snapshot_every;
-    init_tracing(args.log_format);
+    crate::commands::init_tracing(args.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("synod-agent")
@@ -66,12 +64,8 @@ fn agent(args: AgentArgs) -> Result<(), String> {
             .map_err(|e| format!("--listen {listen}: {e}"))?;
         let agent = Agent::start(cfg).map_err(|e| format!("agent {node}: {e}"))?;
         tracing::info!(node, %listen, "agent serving");
-        let served = http::serve(
-            listener,
-            agent.handle(),
-            synod_server::commands::shutdown_signal(),
-        )
-        .await;
+        let served =
+            http::serve(listener, agent.handle(), crate::commands::shutdown_signal()).await;
         tokio::task::spawn_blocking(move || agent.shutdown())
             .await
             .map_err(|e| format!("stopping: {e}"))?;
@@ -79,15 +73,4 @@ fn agent(args: AgentArgs) -> Result<(), String> {
         tracing::info!(node, "agent stopped cleanly");
         Ok(())
     })
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => b.json().init(),
-    }
 }

@@ -5,31 +5,6 @@ use crate::config::ConfigFlags;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-// The whole `synod` command line: the replica commands ([`Command`]) and
-// `synod agent`, which runs without a Synod cluster and is dispatched
-// separately (`main.rs`). Its doc comment is `Cli`'s, so `synod --help`
-// reads the same.
-/// Synod: a consensus engine for fleets of decision-making agents.
-#[derive(Debug, Parser)]
-#[command(name = "synod", version, about, propagate_version = true)]
-pub struct Synod {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: TopCommand,
-}
-
-/// [`Command`] plus `agent`.
-#[derive(Debug, Subcommand)]
-pub enum TopCommand {
-    /// The replica and client commands.
-    #[command(flatten)]
-    Replica(Command),
-    /// Run a sidecar agent with no Synod cluster: `--kafka-log` makes one
-    /// Kafka partition the decision log (kafka.md §3); it serves the
-    /// replica's HTTP API for proposing and reading. Until Ctrl-C/SIGTERM.
-    Agent(AgentArgs),
-}
-
 /// `synod agent`.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
@@ -133,6 +108,10 @@ pub enum Command {
     /// resumable with --from (the last event's token), moving to another
     /// replica when one fails.
     Watch(WatchArgs),
+    /// Run a sidecar agent with no Synod cluster: `--kafka-log` makes one
+    /// Kafka partition the decision log (kafka.md §3); it serves the
+    /// replica's HTTP API for proposing and reading. Until Ctrl-C/SIGTERM.
+    Agent(AgentArgs),
     /// Kafka helpers for trying the Kafka backbone without other tools:
     /// create the topics, send a proposal record, follow a topic.
     #[command(subcommand)]
@@ -449,12 +428,11 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-        Synod::command().debug_assert();
     }
 
     #[test]
     fn agent_flags() {
-        let c = Synod::try_parse_from([
+        let c = Cli::try_parse_from([
             "synod",
             "agent",
             "--kafka-log",
@@ -471,17 +449,14 @@ mod tests {
             "security.protocol=SSL",
         ])
         .unwrap();
-        let TopCommand::Agent(a) = c.command else {
+        let Command::Agent(a) = c.command else {
             panic!()
         };
         assert!(a.kafka_log && a.no_transactions);
         assert_eq!(a.node_id, Some(2));
         assert_eq!(a.topic, "engine.decisions");
         assert_eq!(a.properties, [("security.protocol".into(), "SSL".into())]);
-        assert!(Synod::try_parse_from(["synod", "agent", "--property", "x"]).is_err());
-        // The replica commands parse through the same top level.
-        let c = Synod::try_parse_from(["synod", "status"]).unwrap();
-        assert!(matches!(c.command, TopCommand::Replica(Command::Status(_))));
+        assert!(Cli::try_parse_from(["synod", "agent", "--property", "x"]).is_err());
     }
 
     #[test]

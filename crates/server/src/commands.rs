@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Member(m) => crate::members::run(&m),
         Command::Watch(a) => watch(&a),
         Command::Kafka(k) => crate::kafka_cli::run(&k),
+        Command::Agent(a) => return crate::agent::run(a),
         Command::Bench(a) => synod_bench::run(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -58,7 +59,8 @@ fn server(flags: &config::ConfigFlags, log_format: LogFormat) -> Result<ExitCode
 
 /// Logs to stderr, level from `RUST_LOG` (default `info`); colours only
 /// on a terminal, so `synod up`'s prefixed child output stays plain.
-fn init_tracing(format: LogFormat) {
+/// Installs the log subscriber (level from `RUST_LOG`, default info).
+pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)

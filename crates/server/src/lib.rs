@@ -7,6 +7,7 @@
 //! [`run`]; everything else lives here so tests can reach it.
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod config;
