@@ -204,6 +204,10 @@ pub struct KafkaTopicsArgs {
     /// Replication factor of every topic.
     #[arg(long, default_value_t = 1)]
     pub replication: i32,
+    /// Create the Kafka-log agent's topics instead (`engine.decisions`
+    /// and `engine.election`, one partition each; kafka.md §3).
+    #[arg(long)]
+    pub kafka_log: bool,
 }
 
 /// `synod kafka send`.

@@ -36,11 +36,16 @@ fn topics(a: &KafkaTopicsArgs) -> Result<ExitCode, String> {
         .create()
         .map_err(|e| format!("Kafka admin client: {e}"))?;
     let (i, e) = (IngestConfig::default(), EgressConfig::default());
-    let names = [
-        (i.topic.clone(), a.partitions),
-        (i.dead_letter_topic.clone(), 1),
-        (e.topic.clone(), a.partitions),
-    ];
+    let names = if a.kafka_log {
+        // The agent's defaults (`synod agent --topic/--election-topic`).
+        vec![("engine.decisions".to_string(), 1), ("engine.election".to_string(), 1)]
+    } else {
+        vec![
+            (i.topic.clone(), a.partitions),
+            (i.dead_letter_topic.clone(), 1),
+            (e.topic.clone(), a.partitions),
+        ]
+    };
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(a.replication)))

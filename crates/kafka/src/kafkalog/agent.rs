@@ -393,7 +393,10 @@ impl Agent {
         let (low, _high) = reader
             .fetch_watermarks(&cfg.topic, 0, KAFKA_OP_TIMEOUT)
             .map_err(|e| {
-                AgentError::Unavailable(format!("topic {}: watermarks: {e}", cfg.topic))
+                AgentError::Unavailable(format!(
+                    "topic {}: watermarks: {e} (does the topic exist? `synod kafka topics --kafka-log` creates it)",
+                    cfg.topic
+                ))
             })?;
         if low > 0 && (low as u64) > state.next_offset() {
             return Err(AgentError::Unavailable(format!(
