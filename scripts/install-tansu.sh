@@ -8,9 +8,9 @@
 # - Idempotent: if the binary is already in the cache with the right version
 #   and storage engines, nothing is built (a fresh build takes ~10-15 min on
 #   2 cores, so CI and developers pay it once per cache).
-# - Cache root: $SYNOD_TOOLS_DIR, default ~/.cache/synod-tools; tansu goes to
+# - Cache root: $TANSU_TOOLS_DIR, default ~/.cache/synod-tools; tansu goes to
 #   <root>/tansu-<version>/bin/tansu. `synod_kafka::testkit::tansu_binary()`
-#   looks there too when $SYNOD_TANSU is not set, so keep the two in step.
+#   looks there too when $TANSU_BIN is not set, so keep the two in step.
 # - Features: tansu's default features store nothing (`null` storage);
 #   `libsql` gives `sqlite://FILE` (persistent, what the tests use) and
 #   `dynostore` gives `memory://`.
@@ -26,7 +26,7 @@ set -euo pipefail
 
 readonly version=0.6.0
 readonly features=dynostore,libsql
-tools=${SYNOD_TOOLS_DIR:-$HOME/.cache/synod-tools}
+tools=${TANSU_TOOLS_DIR:-$HOME/.cache/synod-tools}
 root=$tools/tansu-$version
 bin=$root/bin/tansu
 

@@ -14,9 +14,10 @@
 # the workspace compiles (doc-tests, then `nextest --no-run`), because both
 # are long and partly serial (big crates, links), so together they take less
 # wall time than one after the other. The tests then run with
-# SYNOD_TANSU=<binary> and SYNOD_REQUIRE_TANSU=1, which turns "tansu not
+# TANSU_BIN=<binary> and REQUIRE_TANSU=1, which turns "tansu not
 # installed" from a skip into a failure: this command never silently skips
-# the broker tests.
+# the broker tests. (Not SYNOD_*: the synod binary, which many tests spawn,
+# reads every SYNOD_* variable as config and rejects unknown ones.)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -61,13 +62,13 @@ if ! wait "$install_pid"; then
 fi
 install_pid=
 tail -n 1 "$install_log" >&2
-SYNOD_TANSU=$(tail -n 1 "$install_out")
+TANSU_BIN=$(tail -n 1 "$install_out")
 rm -f "$install_out" "$install_log"
-if [ ! -x "$SYNOD_TANSU" ]; then
-    echo "!!! scripts/install-tansu.sh printed '$SYNOD_TANSU', which is not an executable" >&2
+if [ ! -x "$TANSU_BIN" ]; then
+    echo "!!! scripts/install-tansu.sh printed '$TANSU_BIN', which is not an executable" >&2
     exit 1
 fi
-export SYNOD_TANSU
-export SYNOD_REQUIRE_TANSU=1
+export TANSU_BIN
+export REQUIRE_TANSU=1
 
 cargo nextest run --workspace --no-fail-fast
