@@ -9,15 +9,16 @@
 #
 # The Kafka integration tests need a real Kafka-compatible broker, tansu
 # (shared/design/kafka.md §4). It is installed here, by
-# scripts/install-tansu.sh, never by hand: a cached install is reused, a fresh
-# one is a long cargo build (~30 min of CPU, 15+ min on 2 cores). That build runs in the background while
-# the workspace compiles (doc-tests, then `nextest --no-run`), because both
-# are long and partly serial (big crates, links), so together they take less
-# wall time than one after the other. The tests then run with
-# TANSU_BIN=<binary> and REQUIRE_TANSU=1, which turns "tansu not
-# installed" from a skip into a failure: this command never silently skips
-# the broker tests. (Not SYNOD_*: the synod binary, which many tests spawn,
-# reads every SYNOD_* variable as config and rejects unknown ones.)
+# scripts/install-tansu.sh, never by hand: a cached install is reused, a
+# fresh one is a long cargo build (~30 min of CPU, 15+ min on 2 cores). That
+# build runs in the background while the workspace compiles (doc-tests, then
+# `nextest --no-run`), because both are long and partly serial (big crates,
+# links), so together they take less wall time than one after the other.
+# The tests then run with TANSU_BIN=<binary> and REQUIRE_TANSU=1, which turns
+# "tansu not installed" from a skip into a failure: this command never
+# silently skips the broker tests. (Not SYNOD_*: the synod binary, which many
+# tests spawn, reads every SYNOD_* variable as config and rejects unknown
+# ones.)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
