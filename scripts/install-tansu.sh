@@ -6,11 +6,13 @@
 #   scripts/install-tansu.sh            # -> .../synod-tools/tansu-0.6.0/bin/tansu
 #
 # - Idempotent: if the binary is already in the cache with the right version
-#   and storage engines, nothing is built (a fresh build takes ~10-15 min on
-#   2 cores, so CI and developers pay it once per cache).
-# - Cache root: $SYNOD_TOOLS_DIR, default ~/.cache/synod-tools; tansu goes to
+#   and storage engines, nothing is built. A fresh build is long: ~30 min
+#   of CPU time, so at least ~15 min on 2 idle cores (measured: 38.7 min
+#   wall on 2 cores shared with other builds); CI and developers pay it
+#   once per cache.
+# - Cache root: $TANSU_TOOLS_DIR, default ~/.cache/synod-tools; tansu goes to
 #   <root>/tansu-<version>/bin/tansu. `synod_kafka::testkit::tansu_binary()`
-#   looks there too when $SYNOD_TANSU is not set, so keep the two in step.
+#   looks there too when $TANSU_BIN is not set, so keep the two in step.
 # - Features: tansu's default features store nothing (`null` storage);
 #   `libsql` gives `sqlite://FILE` (persistent, what the tests use) and
 #   `dynostore` gives `memory://`.
@@ -26,7 +28,7 @@ set -euo pipefail
 
 readonly version=0.6.0
 readonly features=dynostore,libsql
-tools=${SYNOD_TOOLS_DIR:-$HOME/.cache/synod-tools}
+tools=${TANSU_TOOLS_DIR:-$HOME/.cache/synod-tools}
 root=$tools/tansu-$version
 bin=$root/bin/tansu
 
@@ -67,7 +69,7 @@ fi
 export CARGO_TARGET_DIR=$tools/tansu-$version-build
 
 start=$(date +%s)
-echo "installing tansu $version (features $features) into $root; this takes ~10-15 min on 2 cores" >&2
+echo "installing tansu $version (features $features) into $root; this takes 15+ min on 2 cores (~30 min of CPU)" >&2
 if ! cargo install tansu --version "$version" --features "$features" --locked \
         --root "$root" --force 1>&2; then
     echo "!!! cargo install tansu --locked failed; retrying WITHOUT --locked (dependency versions now float)" >&2

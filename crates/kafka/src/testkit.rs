@@ -16,15 +16,25 @@
 //!
 //! `scripts/install-tansu.sh` builds it (`cargo install tansu --version 0.6.0
 //! --features dynostore,libsql --locked`) into
-//! `${SYNOD_TOOLS_DIR:-$HOME/.cache/synod-tools}/tansu-0.6.0/bin/tansu`, once
-//! per cache; `scripts/test.sh` runs it and exports `SYNOD_TANSU=<path>` and
-//! `SYNOD_REQUIRE_TANSU=1`, so in the project's test command a missing broker
+//! `${TANSU_TOOLS_DIR:-$HOME/.cache/synod-tools}/tansu-0.6.0/bin/tansu`, once
+//! per cache; `scripts/test.sh` runs it and exports `TANSU_BIN=<path>` and
+//! `REQUIRE_TANSU=1`, so in the project's test command a missing broker
 //! fails the tests instead of skipping them. tansu's default features store
 //! nothing (`null` storage): `libsql` provides `sqlite://`, `dynostore`
 //! provides `memory://`. The build is big: about 30 min of CPU time
 //! (measured: 30 min user, 38.7 min wall on the 2-core machine while two
 //! other builds shared it), so expect at least ~15 min wall on 2 idle cores;
 //! the binary is 62 MB.
+//!
+//! # Why the variables are not called `SYNOD_*`
+//!
+//! The `synod` binary reads every `SYNOD_*` environment variable as node
+//! config (`crates/server/src/config.rs`, `Env::prefixed("SYNOD_")`) and
+//! refuses unknown keys: with `SYNOD_TANSU` and `SYNOD_REQUIRE_TANSU` in the
+//! test environment, every test that spawns `synod` failed ("unknown field:
+//! found `require_tansu`"). Hence `TANSU_BIN`, `REQUIRE_TANSU`,
+//! `TANSU_TOOLS_DIR` and `TANSU_TEST_LOG`. (Adding them to the config's
+//! `ENV_NOT_CONFIG` would be the alternative.)
 //!
 //! # The command line
 //!
@@ -54,7 +64,7 @@
 //!   address `tcp://localhost:9092` (whatever the listener), the default
 //!   storage `memory://tansu/`: all three must be given.
 //! - Logging is `tracing`'s `RUST_LOG` filter (errors only when unset); the
-//!   child gets `RUST_LOG=$SYNOD_TANSU_LOG`, default [`DEFAULT_LOG_FILTER`],
+//!   child gets `RUST_LOG=$TANSU_TEST_LOG`, default [`DEFAULT_LOG_FILTER`],
 //!   and `NO_COLOR=1`.
 //! - On start it prints `tansu broker 0.6.0`, `listening on: ... (advertised:
 //!   ...)`, `storage: sqlite://tansu.db ["dynostore", "libsql"]` and, once the
@@ -152,7 +162,7 @@ pub const DB_FILE: &str = "tansu.db";
 /// The cluster id the test brokers run with.
 pub const CLUSTER_ID: &str = "synod-test";
 
-/// `RUST_LOG` for the broker when `$SYNOD_TANSU_LOG` is not set: warnings
+/// `RUST_LOG` for the broker when `$TANSU_TEST_LOG` is not set: warnings
 /// and errors, which keeps the log short but shows why a request failed.
 pub const DEFAULT_LOG_FILTER: &str = "warn";
 
@@ -187,11 +197,11 @@ const METADATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// panics while it runs: enough for a panic message and its context.
 pub const LOG_TAIL_LINES: usize = 40;
 
-/// The default install location, `${SYNOD_TOOLS_DIR:-$HOME/.cache/synod-tools}/tansu-0.6.0/bin/tansu`,
+/// The default install location, `${TANSU_TOOLS_DIR:-$HOME/.cache/synod-tools}/tansu-0.6.0/bin/tansu`,
 /// kept in step with `scripts/install-tansu.sh`; `None` when neither
 /// variable is set.
 pub fn default_tansu_path() -> Option<PathBuf> {
-    let tools = match std::env::var_os("SYNOD_TOOLS_DIR").filter(|v| !v.is_empty()) {
+    let tools = match std::env::var_os("TANSU_TOOLS_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?)
             .join(".cache")
@@ -205,10 +215,10 @@ pub fn default_tansu_path() -> Option<PathBuf> {
     )
 }
 
-/// Path of the tansu binary: `$SYNOD_TANSU`, else the default cache path
+/// Path of the tansu binary: `$TANSU_BIN`, else the default cache path
 /// ([`default_tansu_path`]); `None` if that file does not exist.
 pub fn tansu_binary() -> Option<PathBuf> {
-    let path = match std::env::var_os("SYNOD_TANSU").filter(|v| !v.is_empty()) {
+    let path = match std::env::var_os("TANSU_BIN").filter(|v| !v.is_empty()) {
         Some(path) => PathBuf::from(path),
         None => default_tansu_path()?,
     };
@@ -217,20 +227,20 @@ pub fn tansu_binary() -> Option<PathBuf> {
 
 /// For tests: `Some(path)`, or `None` after printing a loud
 /// "skipped: tansu not installed, run scripts/install-tansu.sh", but panics
-/// instead if `SYNOD_REQUIRE_TANSU=1` (as `scripts/test.sh` sets it, so that
+/// instead if `REQUIRE_TANSU=1` (as `scripts/test.sh` sets it, so that
 /// the project's test command never silently skips the broker tests).
 pub fn tansu_or_skip() -> Option<PathBuf> {
     if let Some(path) = tansu_binary() {
         return Some(path);
     }
     let where_ = format!(
-        "SYNOD_TANSU={:?}, default path {:?}",
-        std::env::var_os("SYNOD_TANSU"),
+        "TANSU_BIN={:?}, default path {:?}",
+        std::env::var_os("TANSU_BIN"),
         default_tansu_path()
     );
-    if std::env::var_os("SYNOD_REQUIRE_TANSU").is_some_and(|v| v == "1") {
+    if std::env::var_os("REQUIRE_TANSU").is_some_and(|v| v == "1") {
         panic!(
-            "SYNOD_REQUIRE_TANSU=1 but tansu is not installed ({where_}); run scripts/install-tansu.sh"
+            "REQUIRE_TANSU=1 but tansu is not installed ({where_}); run scripts/install-tansu.sh"
         );
     }
     eprintln!("**********************************************************************");
@@ -427,7 +437,7 @@ impl Tansu {
             since_epoch.subsec_millis()
         )?;
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let log_filter = std::env::var("SYNOD_TANSU_LOG")
+        let log_filter = std::env::var("TANSU_TEST_LOG")
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());

@@ -7,7 +7,7 @@
 //! Each test runs its own broker on its own port, in 29700..=29799, so the
 //! tests can run in parallel (nextest runs each in its own process).
 //! Without tansu installed they print "skipped" and pass, unless
-//! `SYNOD_REQUIRE_TANSU=1` (as `scripts/test.sh` sets it).
+//! `REQUIRE_TANSU=1` (as `scripts/test.sh` sets it).
 
 use std::{
     sync::{Arc, Mutex},
