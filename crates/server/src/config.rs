@@ -21,8 +21,9 @@ pub const ENV_PREFIX: &str = "SYNOD_";
 /// `SYNOD_*` variables that belong to the command line, not to
 /// `NodeConfig`; the config layer skips them so they are not reported as
 /// unknown keys (`SYNOD_FAILPOINT` is read by the storage crate,
-/// `SYNOD_FAILPOINT_HTTP` by the runtime's test-only failpoint endpoint,
-/// `SYNOD_TANSU*` and `SYNOD_TOOLS_DIR` by the test setup). Lower-case,
+/// `SYNOD_FAILPOINT_HTTP` by the runtime's test-only failpoint endpoint).
+/// Variables of the test setup avoid the prefix (`TANSU_BIN`,
+/// `REQUIRE_TANSU`). Lower-case,
 /// without the prefix, as figment sees them.
 pub const ENV_NOT_CONFIG: &[&str] = &[
     "config",
@@ -31,13 +32,6 @@ pub const ENV_NOT_CONFIG: &[&str] = &[
     "failpoint",
     "failpoint_http",
     "test_release_before_fsync",
-    // The test setup's broker (scripts/test.sh, synod_kafka::testkit):
-    // exported for the whole test run, so every replica a test starts
-    // inherits them.
-    "tansu",
-    "require_tansu",
-    "tansu_log",
-    "tools_dir",
 ];
 
 /// The flag layer: the command-line overrides of `server` and
