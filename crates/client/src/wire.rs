@@ -35,6 +35,31 @@ pub struct ProposeRequest {
     pub timeout_ms: Option<u64>,
 }
 
+impl ProposeRequest {
+    /// The session a replica (or a Kafka-log agent) runs this request
+    /// under: `(client, request)` as given, or, with neither given, a
+    /// one-off session `(one_off(), 1)`. The error names the field: only one
+    /// of the two given, or `request` 0.
+    pub fn session(&self, one_off: impl FnOnce() -> u64) -> Result<(u64, u64), String> {
+        match (self.client, self.request) {
+            (Some(c), Some(r)) if r >= 1 => Ok((c, r)),
+            (Some(_), Some(_)) => Err("request: must be at least 1".into()),
+            (Some(_), None) => Err("request: required when client is set".into()),
+            (None, Some(_)) => Err("client: required when request is set".into()),
+            (None, None) => Ok((one_off(), 1)),
+        }
+    }
+}
+
+/// A one-off session id, unique per process incarnation (`boot`, `node`)
+/// and call (`n`), with the top bit set (never a client's own id in
+/// practice).
+pub fn one_off_client(boot: u64, node: NodeId, n: u64) -> u64 {
+    (boot.rotate_left(20) ^ (u64::from(node) << 48))
+        .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        | (1 << 63)
+}
+
 /// Answer to [`ProposeRequest`]: the decision was executed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposeResponse {

@@ -354,32 +354,12 @@ impl Api {
     }
 
     async fn propose_inner(&self, req: ProposeRequest) -> Result<Proposed, ApiError> {
-        let (client, request) = match (req.client, req.request) {
-            (Some(c), Some(r)) if r >= 1 => (c, r),
-            (Some(_), Some(_)) => {
-                return Err(ApiError::InvalidArgument(
-                    "request: must be at least 1".into(),
-                ))
-            }
-            (Some(_), None) => {
-                return Err(ApiError::InvalidArgument(
-                    "request: required when client is set".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ApiError::InvalidArgument(
-                    "client: required when request is set".into(),
-                ))
-            }
-            (None, None) => {
-                // A one-off session: unique per replica incarnation.
+        let (client, request) = req
+            .session(|| {
                 let n = self.one_off.fetch_add(1, Ordering::Relaxed);
-                let c = (self.handle.boot_id.rotate_left(20) ^ (u64::from(self.handle.node) << 48))
-                    .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                    | (1 << 63);
-                (c, 1)
-            }
-        };
+                synod_client::wire::one_off_client(self.handle.boot_id, self.handle.node, n)
+            })
+            .map_err(ApiError::InvalidArgument)?;
         let issued_at_ms = req.issued_at_ms.unwrap_or_else(now_ms);
         let decision = Decision {
             ops: req.ops,

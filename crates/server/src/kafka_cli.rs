@@ -38,7 +38,10 @@ fn topics(a: &KafkaTopicsArgs) -> Result<ExitCode, String> {
     let (i, e) = (IngestConfig::default(), EgressConfig::default());
     let names = if a.kafka_log {
         // The agent's defaults (`synod agent --topic/--election-topic`).
-        vec![("engine.decisions".to_string(), 1), ("engine.election".to_string(), 1)]
+        vec![
+            ("engine.decisions".to_string(), 1),
+            ("engine.election".to_string(), 1),
+        ]
     } else {
         vec![
             (i.topic.clone(), a.partitions),

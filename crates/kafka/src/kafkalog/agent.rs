@@ -1164,33 +1164,12 @@ impl AgentHandle {
     /// waits (up to `timeout_ms`, default and cap the agent's
     /// `propose_timeout`) until its record is folded (rule 4).
     pub async fn propose(&self, req: ProposeRequest) -> Result<Proposed, AgentError> {
-        let (client, request) = match (req.client, req.request) {
-            (Some(c), Some(r)) if r >= 1 => (c, r),
-            (Some(_), Some(_)) => {
-                return Err(AgentError::InvalidArgument(
-                    "request: must be at least 1".into(),
-                ))
-            }
-            (Some(_), None) => {
-                return Err(AgentError::InvalidArgument(
-                    "request: required when client is set".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(AgentError::InvalidArgument(
-                    "client: required when request is set".into(),
-                ))
-            }
-            (None, None) => {
-                // A one-off session, unique per incarnation (top bit set:
-                // never a client's own id in practice).
+        let (client, request) = req
+            .session(|| {
                 let n = self.inner.one_off.fetch_add(1, Ordering::Relaxed);
-                let c = (self.inner.boot.rotate_left(20) ^ (u64::from(self.inner.cfg.node) << 48))
-                    .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                    | (1 << 63);
-                (c, 1)
-            }
-        };
+                synod_client::wire::one_off_client(self.inner.boot, self.inner.cfg.node, n)
+            })
+            .map_err(AgentError::InvalidArgument)?;
         if client == synod_decision::READ_ONLY_CLIENT {
             return Err(AgentError::InvalidArgument(
                 "client: 0 is reserved for read-only commands".into(),
