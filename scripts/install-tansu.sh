@@ -3,19 +3,24 @@
 # against (shared/design/kafka.md §4), and prints the binary's path as the
 # last line of stdout.
 #
-#   scripts/install-tansu.sh            # -> .../synod-tools/tansu-0.6.0/bin/tansu
+#   scripts/install-tansu.sh            # -> .../synod-tools/tansu-0.6.0-libsql-debug/bin/tansu
 #
 # - Idempotent: if the binary is already in the cache with the right version
-#   and storage engines, nothing is built. A fresh build is long: ~30 min
-#   of CPU time, so at least ~15 min on 2 idle cores (measured: 38.7 min
-#   wall on 2 cores shared with other builds); CI and developers pay it
-#   once per cache.
+#   and storage engine, nothing is built. A fresh build is long: 12.5 min of
+#   CPU time (measured: 13.4 min wall on 2 cores while the machine was
+#   otherwise idle but for short test runs); CI and developers pay it once
+#   per cache.
+# - A debug build (`--debug`) with the one storage engine the tests use:
+#   the default release build with `dynostore,libsql` took 30 min of CPU
+#   (38.7 min wall on 2 shared cores). The tests send a few thousand records;
+#   an unoptimised broker is fast enough for them (the Kafka tests took the
+#   same time with either binary).
 # - Cache root: $TANSU_TOOLS_DIR, default ~/.cache/synod-tools; tansu goes to
-#   <root>/tansu-<version>/bin/tansu. `synod_kafka::testkit::tansu_binary()`
+#   <root>/tansu-<version>-libsql-debug/bin/tansu. `synod_kafka::testkit::tansu_binary()`
 #   looks there too when $TANSU_BIN is not set, so keep the two in step.
 # - Features: tansu's default features store nothing (`null` storage);
-#   `libsql` gives `sqlite://FILE` (persistent, what the tests use) and
-#   `dynostore` gives `memory://`.
+#   `libsql` gives `sqlite://FILE` (persistent, what the tests use;
+#   `dynostore` would add `memory://`, which the tests do not need).
 # - `--locked` builds with the Cargo.lock tansu published, so every machine
 #   builds the same dependency versions; should that ever stop resolving or
 #   building, the script says so loudly and retries without it.
@@ -27,20 +32,20 @@
 set -euo pipefail
 
 readonly version=0.6.0
-readonly features=dynostore,libsql
+readonly features=libsql
 tools=${TANSU_TOOLS_DIR:-$HOME/.cache/synod-tools}
-root=$tools/tansu-$version
+root=$tools/tansu-$version-libsql-debug
 bin=$root/bin/tansu
 
 # The binary is usable iff it reports our version and lists both storage
-# engines in its help text ("Storage engines: dynostore, libsql").
+# engine in its help text ("Storage engines: libsql").
 installed() {
     [ -x "$bin" ] || return 1
     local v help
     v=$("$bin" --version 2>/dev/null) || return 1
     [ "$v" = "tansu $version" ] || return 1
     help=$("$bin" --help 2>/dev/null) || return 1
-    grep -q '^Storage engines:.*dynostore' <<<"$help" && grep -q '^Storage engines:.*libsql' <<<"$help"
+    grep -q '^Storage engines:.*libsql' <<<"$help"
 }
 
 if installed; then
@@ -69,17 +74,17 @@ fi
 export CARGO_TARGET_DIR=$tools/tansu-$version-build
 
 start=$(date +%s)
-echo "installing tansu $version (features $features) into $root; this takes 15+ min on 2 cores (~30 min of CPU)" >&2
-if ! cargo install tansu --version "$version" --features "$features" --locked \
+echo "installing tansu $version (features $features) into $root; this takes ~13 min on 2 cores (12.5 min of CPU)" >&2
+if ! cargo install tansu --version "$version" --features "$features" --debug --locked \
         --root "$root" --force 1>&2; then
     echo "!!! cargo install tansu --locked failed; retrying WITHOUT --locked (dependency versions now float)" >&2
-    cargo install tansu --version "$version" --features "$features" \
+    cargo install tansu --version "$version" --features "$features" --debug \
         --root "$root" --force 1>&2
 fi
 rm -rf "$CARGO_TARGET_DIR"
 
 if ! installed; then
-    echo "tansu was built, but $bin does not report version $version with the libsql and dynostore storage engines" >&2
+    echo "tansu was built, but $bin does not report version $version with the libsql storage engine" >&2
     exit 1
 fi
 echo "installed tansu $version at $bin in $(( $(date +%s) - start )) s" >&2

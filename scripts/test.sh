@@ -10,7 +10,7 @@
 # The Kafka integration tests need a real Kafka-compatible broker, tansu
 # (shared/design/kafka.md §4). It is installed here, by
 # scripts/install-tansu.sh, never by hand: a cached install is reused, a
-# fresh one is a long cargo build (~30 min of CPU, 15+ min on 2 cores). That
+# fresh one is a long cargo build (12.5 min of CPU, ~13 min on 2 cores). That
 # build runs in the background while the workspace compiles (doc-tests, then
 # `nextest --no-run`), because both are long and partly serial (big crates,
 # links), so together they take less wall time than one after the other.
