@@ -310,9 +310,7 @@ pub fn start(
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false");
-    if c.get("auto.offset.reset").is_none() {
-        c.set("auto.offset.reset", "earliest");
-    }
+    crate::props::set_default(&mut c, "auto.offset.reset", "earliest");
     let consumer: IngestConsumer = c
         .create_with_context(Ctx(shared.clone()))
         .map_err(|e| format!("creating the Kafka ingest consumer: {e}"))?;

@@ -50,6 +50,14 @@ pub fn base(
     Ok(c)
 }
 
+/// Sets `key` unless the user's passthrough properties already did: for
+/// Synod's defaults that a user may tune (unlike [`RESERVED`] ones).
+pub fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
+    if c.get(key).is_none() {
+        c.set(key, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,9 +26,8 @@ pub fn run(cmd: &KafkaCommand) -> Result<ExitCode, String> {
 }
 
 fn base(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
+    synod_kafka::props::base(brokers, &Default::default())
+        .expect("no passthrough properties, so none is reserved")
 }
 
 fn topics(a: &KafkaTopicsArgs) -> Result<ExitCode, String> {

@@ -97,17 +97,7 @@ fn key_of(i: u64) -> String {
 fn produce(brokers: &str, range: std::ops::Range<u64>) {
     let p = synod_kafka::producer::create(base(brokers), None).unwrap();
     let pending: Vec<_> = range
-        .map(|i| {
-            let (k, v) = (key_of(i), proposal(i));
-            synod_kafka::producer::send(
-                &p,
-                PROPOSALS,
-                Some(k.as_bytes()),
-                Some(v.as_bytes()),
-                OwnedHeaders::new(),
-            )
-            .unwrap()
-        })
+        .map(|i| send(&p, PROPOSALS, &key_of(i), &proposal(i)))
         .collect();
     for x in pending {
         x.wait(Duration::from_secs(60)).unwrap();
@@ -116,16 +106,25 @@ fn produce(brokers: &str, range: std::ops::Range<u64>) {
 
 fn produce_raw(brokers: &str, topic: &str, key: &str, value: &str) {
     let p = synod_kafka::producer::create(base(brokers), None).unwrap();
+    send(&p, topic, key, value)
+        .wait(Duration::from_secs(60))
+        .unwrap();
+}
+
+fn send(
+    p: &synod_kafka::producer::Producer,
+    topic: &str,
+    key: &str,
+    value: &str,
+) -> synod_kafka::producer::Pending {
     synod_kafka::producer::send(
-        &p,
+        p,
         topic,
         Some(key.as_bytes()),
         Some(value.as_bytes()),
         OwnedHeaders::new(),
     )
     .unwrap()
-    .wait(Duration::from_secs(60))
-    .unwrap();
 }
 
 /// One record read back from a topic.

@@ -478,12 +478,6 @@ fn base(cfg: &AgentConfig) -> Result<ClientConfig, AgentError> {
         .map_err(|e| AgentError::InvalidArgument(e.to_string()))
 }
 
-fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
-    if c.get(key).is_none() {
-        c.set(key, value);
-    }
-}
-
 fn reader_consumer(cfg: &AgentConfig, boot: u64, from: u64) -> Result<BaseConsumer, AgentError> {
     let mut c = base(cfg)?;
     // Never committed: the position lives in the snapshots.
@@ -541,9 +535,9 @@ fn heartbeat_producer(cfg: &AgentConfig) -> Result<BaseProducer, AgentError> {
     let mut c = base(cfg)?;
     // Heartbeats are liveness only: a lost one costs at most an election.
     c.set("acks", "1").set("enable.idempotence", "false");
-    set_default(&mut c, "linger.ms", "0");
+    props::set_default(&mut c, "linger.ms", "0");
     let ms = (cfg.election_timeout.as_millis() as u64).max(1000);
-    set_default(&mut c, "message.timeout.ms", &ms.to_string());
+    props::set_default(&mut c, "message.timeout.ms", &ms.to_string());
     c.create().map_err(kafka_err("heartbeat producer"))
 }
 
@@ -578,15 +572,15 @@ type LogProducer = BaseProducer<DeliveryContext>;
 fn log_producer(cfg: &AgentConfig) -> Result<LogProducer, AgentError> {
     let mut c = base(cfg)?;
     c.set("enable.idempotence", "true").set("acks", "all");
-    set_default(&mut c, "linger.ms", "1");
-    set_default(
+    props::set_default(&mut c, "linger.ms", "1");
+    props::set_default(
         &mut c,
         "message.timeout.ms",
         &KAFKA_OP_TIMEOUT.as_millis().to_string(),
     );
     if cfg.transactions {
         c.set("transactional.id", cfg.transactional_id());
-        set_default(
+        props::set_default(
             &mut c,
             "transaction.timeout.ms",
             &(KAFKA_OP_TIMEOUT.as_millis() * 3).to_string(),
